@@ -1,0 +1,138 @@
+"""One place for the source schemas (file names, column names) and the task's classes and features.
+
+Source trees under a SOURCE_DIR (same layout as the PhysioNet downloads, one folder per data set):
+
+```
+SOURCE_DIR/
+  reflacx/main_data/metadata_phase_{1,2,3}.csv            one row per reading (id = reflacx_id)
+  reflacx/main_data/<reflacx_id>/anomaly_location_ellipses.csv
+  mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv[.gz]
+  mimic-cxr-jpg/files/p<first 2 digits of subject>/p<subject_id>/s<study_id>/<dicom_id>.jpg
+  mimic-iv/hosp/patients.csv[.gz]                         (v1: mimic-iv/core/patients.csv[.gz])
+  mimic-iv-ed/ed/edstays.csv[.gz]
+  mimic-iv-ed/ed/triage.csv[.gz]
+```
+Every table may be plain ``.csv`` or ``.csv.gz``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ---------------------------------------------------------------- task: classes
+CLASSES: tuple[str, ...] = (
+    "Enlarged cardiac silhouette",
+    "Atelectasis",
+    "Pleural abnormality",
+    "Consolidation",
+    "Pulmonary edema",
+)
+"""The 5 lesion classes; detection label ids are 1..5 in this order (0 = background)."""
+
+CLASS_TO_ID: dict[str, int] = {c: i + 1 for i, c in enumerate(CLASSES)}
+
+LABEL_SYNONYMS: dict[str, str] = {
+    "Enlarged cardiac silhouette": "Enlarged cardiac silhouette",
+    "Atelectasis": "Atelectasis",
+    "Pleural abnormality": "Pleural abnormality",
+    "Pleural effusion": "Pleural abnormality",
+    "Pleural thickening": "Pleural abnormality",
+    "Consolidation": "Consolidation",
+    "Pulmonary edema": "Pulmonary edema",
+}
+"""REFLACX label name (any phase) → one of :data:`CLASSES`. Names not here are not detection targets."""
+
+OTHER_REFLACX_LABELS: tuple[str, ...] = (
+    "Abnormal mediastinal contour",
+    "Acute fracture",
+    "Enlarged hilum",
+    "Groundglass opacity",
+    "Hiatal hernia",
+    "High lung volume / emphysema",
+    "Interstitial lung disease",
+    "Lung nodule or mass",
+    "Mass",
+    "Nodule",
+    "Other",
+    "Quality issue",
+    "Support devices",
+    "Wide mediastinum",
+)
+"""Labels REFLACX also uses that are not among the 5 classes (kept out of targets)."""
+
+REFLACX_PHASE12_LABELS: tuple[str, ...] = (
+    "Enlarged cardiac silhouette", "Atelectasis", "Pleural abnormality", "Consolidation", "Pulmonary edema",
+    "Abnormal mediastinal contour", "Acute fracture", "Enlarged hilum", "Groundglass opacity", "Hiatal hernia",
+    "High lung volume / emphysema", "Interstitial lung disease", "Lung nodule or mass", "Other", "Quality issue",
+    "Support devices", "Wide mediastinum",
+)
+REFLACX_PHASE3_LABELS: tuple[str, ...] = (
+    "Enlarged cardiac silhouette", "Atelectasis", "Pleural effusion", "Pleural thickening", "Consolidation",
+    "Pulmonary edema", "Abnormal mediastinal contour", "Acute fracture", "Enlarged hilum", "Groundglass opacity",
+    "Hiatal hernia", "High lung volume / emphysema", "Interstitial lung disease", "Mass", "Nodule", "Other",
+    "Quality issue", "Support devices", "Wide mediastinum",
+)
+
+# ---------------------------------------------------------------- task: clinical features
+NUMERIC_FEATURES: tuple[str, ...] = (
+    "age", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity",
+)
+CATEGORICAL_FEATURES: tuple[str, ...] = ("gender",)
+ALL_FEATURES: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+TRIAGE_FEATURES: tuple[str, ...] = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity")
+"""The 8 triage columns taken from MIMIC-IV-ED ``triage`` (age comes from ``patients``, gender too)."""
+
+GENDER_CODES: dict[str, int] = {"F": 1, "M": 2}
+"""Gender → categorical index; 0 = missing/unknown. Embedding tables have ``len(GENDER_CODES) + 1`` rows."""
+
+# ---------------------------------------------------------------- source columns
+REFLACX_METADATA_COLUMNS: tuple[str, ...] = (
+    "id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id", "image_size_x", "image_size_y",
+)
+REFLACX_ELLIPSE_COLUMNS: tuple[str, ...] = ("xmin", "ymin", "xmax", "ymax", "certainty")
+CXR_METADATA_COLUMNS: tuple[str, ...] = (
+    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
+    "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+)
+PATIENTS_COLUMNS: tuple[str, ...] = ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod")
+EDSTAYS_COLUMNS: tuple[str, ...] = (
+    "subject_id", "hadm_id", "stay_id", "intime", "outtime", "gender", "race", "arrival_transport", "disposition",
+)
+TRIAGE_COLUMNS: tuple[str, ...] = (
+    "subject_id", "stay_id", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain", "acuity",
+    "chiefcomplaint",
+)
+FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
+
+# ---------------------------------------------------------------- source paths (relative to SOURCE_DIR)
+REFLACX_DIR = "reflacx/main_data"
+REFLACX_PHASES: tuple[int, ...] = (1, 2, 3)
+CXR_DIR = "mimic-cxr-jpg"
+CXR_METADATA = "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv"
+PATIENTS_CANDIDATES: tuple[str, ...] = ("mimic-iv/hosp/patients.csv", "mimic-iv/core/patients.csv")
+EDSTAYS = "mimic-iv-ed/ed/edstays.csv"
+TRIAGE = "mimic-iv-ed/ed/triage.csv"
+
+
+def reflacx_metadata_path(phase: int) -> str:
+    return f"{REFLACX_DIR}/metadata_phase_{phase}.csv"
+
+
+def ellipses_path(reflacx_id: str) -> str:
+    return f"{REFLACX_DIR}/{reflacx_id}/anomaly_location_ellipses.csv"
+
+
+def cxr_image_relpath(subject_id: int, study_id: int, dicom_id: str) -> str:
+    """``files/p10/p10000032/s50414267/<dicom_id>.jpg`` relative to the MIMIC-CXR-JPG root."""
+    s = str(int(subject_id))
+    return f"files/p{s[:2]}/p{s}/s{int(study_id)}/{dicom_id}.jpg"
+
+
+def find_table(source_dir: str | Path, relpath: str) -> Path | None:
+    """Return ``relpath`` or ``relpath + '.gz'`` under ``source_dir`` if either exists, else None."""
+    base = Path(source_dir)
+    for cand in (base / relpath, base / (relpath + ".gz")):
+        if cand.is_file():
+            return cand
+    return None

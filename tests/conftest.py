@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny hand-built sources → joined → preprocessed folders (64 px)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from handbuilt import build_sources, patient, stay, triage_row  # noqa: E402
+
+CLASSES5 = ["Enlarged cardiac silhouette", "Atelectasis", "Pleural effusion", "Consolidation", "Pulmonary edema"]
+
+
+def tiny_sources(root: Path, n: int = 16, seed: int = 0) -> Path:
+    """``n`` subjects with one reading each (every 4th without lesions), images 96×80, 1–2 boxes each."""
+    rng = np.random.default_rng(seed)
+    readings, patients, stays, triage = [], [], [], []
+    for k in range(n):
+        sid, study = 10000100 + k, 50000100 + k
+        ell = []
+        if k % 4 != 3:
+            for _ in range(1 + k % 2):
+                x0, y0 = rng.uniform(2, 40), rng.uniform(2, 30)
+                w, h = rng.uniform(15, 45), rng.uniform(15, 40)
+                ell.append((round(x0, 1), round(y0, 1), round(min(x0 + w, 95), 1), round(min(y0 + h, 79), 1),
+                            int(rng.integers(1, 6)), [CLASSES5[int(rng.integers(0, 5))]]))
+        readings.append(dict(reflacx_id=f"P1R{k:03d}", subject_id=sid, study_id=study, dicom_id=f"dcm-{k:03d}",
+                             date=21500312, time=float(80000 + 100 * k), width=96, height=80, ellipses=ell,
+                             phase=3 if k % 5 == 0 else 1))
+        patients.append(patient(sid, "F" if k % 2 else "M", age=40 + k, year=2150))
+        stays.append(stay(sid, 1000 + k, "2150-03-12 07:00:00", "2150-03-12 23:00:00"))
+        triage.append(triage_row(sid, 1000 + k, temperature=97.0 + 0.3 * k, heartrate=70 + k,
+                                 pain=["3", "UA", "8-10", ""][k % 4]))
+    return build_sources(root, readings, patients, stays, triage)
+
+
+@pytest.fixture(scope="session")
+def tiny_joined(tmp_path_factory) -> Path:
+    from mdfnet.data.join import join
+
+    src = tiny_sources(tmp_path_factory.mktemp("tiny_src"))
+    out = tmp_path_factory.mktemp("tiny_joined")
+    join(src, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_preprocessed(tiny_joined, tmp_path_factory) -> Path:
+    """A preprocessed folder at 64 px: 16 readings, split 8 train / 4 val / 4 test by patient."""
+    from mdfnet.data.preprocess import PreprocessConfig, preprocess
+
+    out = tmp_path_factory.mktemp("tiny_pre")
+    preprocess(tiny_joined, out, PreprocessConfig(image_size=64, fractions=(0.5, 0.25, 0.25), seed=0, workers=1))
+    return out

@@ -51,7 +51,8 @@ def join(
     check_images: Annotated[bool, typer.Option("--check-images/--no-check-images")] = True,
 ) -> None:
     """Join REFLACX readings with CXR metadata, patients, ED stays and triage; itemise exclusions."""
-    from mdfnet.data.join import JoinError, join as run_join
+    from mdfnet.data.join import JoinError
+    from mdfnet.data.join import join as run_join
 
     try:
         result = run_join(
@@ -71,7 +72,8 @@ def preprocess(
 ) -> None:
     """Clean clinical values, split by patient, fit imputation/scaling on train, cache resized images."""
     from mdfnet.config import ConfigError, load_config
-    from mdfnet.data.preprocess import PreprocessConfig, PreprocessError, preprocess as run_preprocess
+    from mdfnet.data.preprocess import PreprocessConfig, PreprocessError
+    from mdfnet.data.preprocess import preprocess as run_preprocess
 
     try:
         cfg = load_config(PreprocessConfig, config, overrides or [])

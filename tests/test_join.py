@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from handbuilt import build_sources, patient, stay, triage_row
+
 from mdfnet.data import join as J
 from mdfnet.data.join import join, parse_study_datetime
 

@@ -86,5 +86,41 @@ def preprocess(
 # Commands of other areas are registered below (one block each).
 
 
+# ---------------------------------------------------------------- train (model area)
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Preprocessed folder (output of `mdfnet preprocess`).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: config.yaml, metrics.jsonl, checkpoints/.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file with TrainConfig keys.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value override, e.g. model.fusion=concat_conv.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimiser steps in total.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.pt.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Shorthand for --set seed=N.")] = None,
+) -> None:
+    """Train an MDF-Net variant; select the best checkpoint on validation AP (IoBB 0.5)."""
+    from mdfnet.config import ConfigError, load_yaml
+    from mdfnet.metrics_log import JsonlLogger
+    from mdfnet.train import TrainError, config_from_sources
+    from mdfnet.train import train as run_train
+
+    sets = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
+    saved = out / "config.yaml"
+    try:
+        # On --resume the run's saved config is the base, so `--resume` alone continues the same run.
+        base = load_yaml(saved) if resume and saved.is_file() else None
+        cfg = config_from_sources(config, sets, base=base)
+        with JsonlLogger(out / "metrics.jsonl") as logger:
+            result = run_train(cfg, data, out, logger=logger, max_steps=max_steps, resume=resume)
+    except (ConfigError, TrainError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    best = "n/a" if result.best_val_ap is None else f"{result.best_val_ap:.4f} (epoch {result.best_epoch})"
+    typer.echo(f"{'steps':>16}: {result.steps} ({result.epochs_completed} epochs completed)")
+    typer.echo(f"{'best val AP@0.5':>16}: {best}")
+    typer.echo(f"{'best checkpoint':>16}: {result.best_checkpoint}")
+    typer.echo(f"{'last checkpoint':>16}: {result.last_checkpoint}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

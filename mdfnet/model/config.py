@@ -1,0 +1,83 @@
+"""``ModelConfig``: the typed description from which :func:`mdfnet.model.build_model` builds a network.
+
+Defaults are the paper's (MDF-Net, element-wise sum fusion, MobileNetV3 feature extractor projected to 64
+channels, RPN NMS 0.3, box NMS 0.2, 10 detections per image, score threshold 0.05). Every key can be set
+from YAML or with ``--set model.<key>=<value>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mdfnet.config import ConfigError
+
+Variant = Literal["baseline", "msf3d", "msf1d", "mdf"]
+FusionName = Literal["sum", "concat_linear", "concat_conv", "hadamard"]
+
+
+@dataclass
+class ModelConfig:
+    """Keys of the ``model`` config section.
+
+    - ``variant``: ``baseline`` (image only), ``msf3d`` (3D fusion before the RPN), ``msf1d`` (clinical vector
+      concatenated into the box head), ``mdf`` (both).
+    - ``fusion``: 3D fusion op (used by ``msf3d`` and ``mdf``).
+    - ``backbone`` / ``clinical_backbone``: names in :data:`mdfnet.model.backbones.BACKBONES`; the clinical
+      backbone defaults to the image backbone's architecture (separate weights).
+    - ``weights_path`` / ``clinical_weights_path``: optional local torchvision classifier ``state_dict`` files
+      (nothing is downloaded; default random init).
+    - ``out_channels``: channels of the single feature map (paper: 64; 16×16 at 512 px).
+    - ``use_mask``: add the Mask R-CNN mask branch (targets' masks are the filled boxes); off = 4 losses.
+    - ``gender_embedding_dim``: size of the gender embedding (paper: 55, so 55 + 9 numeric = 64).
+    - ``spatialiser_width`` / ``spatialiser_min_width``: channels of spatialiser block ``i`` are
+      ``max(min_width, width // 2**i)``; the last block outputs 3 channels.
+    - ``representation_size``: width of the box head's fc6/fc7 (paper: 64).
+    """
+
+    variant: Variant = "mdf"
+    fusion: FusionName = "sum"
+    backbone: str = "mobilenet_v3_small"
+    clinical_backbone: str | None = None
+    weights_path: str | None = None
+    clinical_weights_path: str | None = None
+    out_channels: int = 64
+    use_mask: bool = True
+    gender_embedding_dim: int = 55
+    spatialiser_width: int = 64
+    spatialiser_min_width: int = 8
+    representation_size: int = 64
+    mask_head_channels: int = 256
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_nms_thresh: float = 0.3
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    box_nms_thresh: float = 0.2
+    box_score_thresh: float = 0.05
+    box_detections_per_img: int = 10
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def validate(self) -> None:
+        from mdfnet.model.backbones import BACKBONES
+
+        for key in ("backbone", "clinical_backbone"):
+            name = getattr(self, key)
+            if name is not None and name not in BACKBONES:
+                raise ConfigError(f"model.{key}: unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+        for key in ("out_channels", "gender_embedding_dim", "spatialiser_width", "spatialiser_min_width",
+                    "representation_size", "mask_head_channels", "box_detections_per_img"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)!r}")
+        for key in ("rpn_nms_thresh", "box_nms_thresh", "box_score_thresh"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"model.{key}: expected a value in [0, 1], got {getattr(self, key)!r}")
+        if not self.anchor_sizes or not self.aspect_ratios:
+            raise ConfigError("model.anchor_sizes and model.aspect_ratios must be non-empty")
+
+    @property
+    def clinical_backbone_name(self) -> str:
+        return self.clinical_backbone or self.backbone

@@ -1,0 +1,145 @@
+"""The MDF-Net detector: torchvision's R-CNN parts composed with a clinical pathway.
+
+Data flow of :class:`MDFNet` (``B`` images of ``S×S``, clinical vector of size ``D``, ``C`` feature channels):
+
+1. ``transform`` (:class:`FixedSizeTransform`, a small subclass of torchvision's
+   ``GeneralizedRCNNTransform``): ImageNet normalisation and batching to ``[B, 3, S, S]``; cached images are
+   already square ``S×S``, so it checks the size instead of resizing.
+2. ``clinical_encoder``: clinical dict → ``C`` ``[B, D]`` (``D = 0`` for the baseline), computed once per image.
+3. ``features``: the feature stage, ``(images [B,3,S,S], C [B,D])`` → ``[B, C, h, w]``: either
+   :class:`ImageFeatures` (image backbone only) or :class:`FusedFeatures` (image backbone ⊕ clinical backbone
+   on the spatialised ``C``, combined by a 3D fusion op).
+4. ``rpn``: torchvision ``RegionProposalNetwork`` on ``{"0": map}``.
+5. ``roi_heads``: torchvision ``RoIHeads`` on ``{"0": map, "clinical": C}``; for 1D fusion its box RoI pool
+   and box head are :class:`~mdfnet.model.heads.ClinicalRoIPool` / ``ClinicalTwoMLPHead`` (see
+   :mod:`mdfnet.model.heads`), otherwise torchvision's own, which ignore the ``"clinical"`` entry.
+
+Which variant a model is depends only on which modules the builder (:mod:`mdfnet.model.build`) put in;
+``forward`` has no variant flags. In eval mode the model takes images + clinical data only: passing targets
+raises, so no ground truth can reach inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from mdfnet.model.heads import CLINICAL_KEY
+
+FEATURE_KEY = "0"
+
+
+class FixedSizeTransform(GeneralizedRCNNTransform):
+    """``GeneralizedRCNNTransform`` for images that are already ``image_size × image_size``: normalise and
+    batch, never resize (no padding either: ``size_divisible=1``); a differently sized image raises."""
+
+    def __init__(self, image_size: int, image_mean: list[float], image_std: list[float]) -> None:
+        super().__init__(min_size=image_size, max_size=image_size, image_mean=list(image_mean),
+                         image_std=list(image_std), size_divisible=1)
+        self.image_size = image_size
+
+    def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None):
+        if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"image of size {tuple(image.shape[-2:])}, expected {(self.image_size, self.image_size)} "
+                "(the model is built for the preprocessed image size)"
+            )
+        return image, target
+
+
+class ImageFeatures(nn.Module):
+    """Image-only feature stage: ``(images [B,3,S,S], clinical [B,D])`` → ``image_backbone(images)``."""
+
+    def __init__(self, image_backbone: nn.Module) -> None:
+        super().__init__()
+        self.image_backbone = image_backbone
+        self.out_channels = image_backbone.out_channels
+
+    def forward(self, images: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
+        return self.image_backbone(images)
+
+
+class FusedFeatures(nn.Module):
+    """3D fusion stage: ``fusion(image_backbone(images), clinical_backbone(spatialiser(clinical)))``.
+
+    ``images [B,3,S,S]``, ``clinical [B,D]`` → spatialised ``[B,3,S,S]`` → both backbones ``[B,C,h,w]`` →
+    fused ``[B,C,h,w]``.
+    """
+
+    def __init__(self, image_backbone: nn.Module, spatialiser: nn.Module, clinical_backbone: nn.Module,
+                 fusion: nn.Module) -> None:
+        super().__init__()
+        if image_backbone.out_channels != clinical_backbone.out_channels:
+            raise ValueError(
+                f"image backbone has {image_backbone.out_channels} channels, clinical backbone "
+                f"{clinical_backbone.out_channels}: they must match for 3D fusion"
+            )
+        self.image_backbone = image_backbone
+        self.spatialiser = spatialiser
+        self.clinical_backbone = clinical_backbone
+        self.fusion = fusion
+        self.out_channels = image_backbone.out_channels
+
+    def forward(self, images: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
+        return self.fusion(self.image_backbone(images), self.clinical_backbone(self.spatialiser(clinical)))
+
+
+def check_targets(targets: list[dict[str, torch.Tensor]], batch_size: int) -> None:
+    """Raise ValueError naming the bad target: count, boxes shape ``[N, 4]``, degenerate boxes, labels ``[N]``."""
+    if len(targets) != batch_size:
+        raise ValueError(f"{len(targets)} targets for {batch_size} images")
+    for i, t in enumerate(targets):
+        boxes, labels = t.get("boxes"), t.get("labels")
+        if boxes is None or labels is None:
+            raise ValueError(f"target {i} needs 'boxes' and 'labels', got keys {sorted(t)}")
+        if boxes.dim() != 2 or boxes.shape[-1] != 4:
+            raise ValueError(f"target {i}: boxes must have shape [N, 4], got {tuple(boxes.shape)}")
+        if labels.shape != boxes.shape[:1]:
+            raise ValueError(f"target {i}: {labels.shape[0] if labels.dim() else 0} labels for {boxes.shape[0]} boxes")
+        bad = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
+        if bad.any():
+            j = int(torch.nonzero(bad)[0])
+            raise ValueError(f"target {i}: box {boxes[j].tolist()} has non-positive width or height")
+
+
+class MDFNet(nn.Module):
+    """Mask/Faster R-CNN with a clinical pathway (module docstring).
+
+    ``forward(images: list[[3,S,S]] in [0,1], clinical: {"numeric": [B,k], "categorical": [B,m]} | None,
+    targets: list[dict] | None)``: train mode → dict of losses (``loss_objectness``, ``loss_rpn_box_reg``,
+    ``loss_classifier``, ``loss_box_reg`` [, ``loss_mask``]); eval mode → list of ``{"boxes": [n,4] xyxy,
+    "labels": [n], "scores": [n] [, "masks": [n,1,S,S]]}``.
+    """
+
+    def __init__(self, transform: FixedSizeTransform, clinical_encoder: nn.Module, features: nn.Module,
+                 rpn: RegionProposalNetwork, roi_heads: RoIHeads) -> None:
+        super().__init__()
+        self.transform = transform
+        self.clinical_encoder = clinical_encoder
+        self.features = features
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+
+    def forward(self, images: list[torch.Tensor], clinical: Mapping[str, torch.Tensor] | None = None,
+                targets: list[dict[str, torch.Tensor]] | None = None):
+        if self.training and targets is None:
+            raise ValueError("targets are required in training mode")
+        if not self.training and targets is not None:
+            raise ValueError("targets must not be passed in eval mode: inference sees images and clinical data only")
+        if targets is not None:
+            check_targets(targets, len(images))
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        image_list, targets = self.transform(images, targets)
+        clinical_vector = self.clinical_encoder(clinical, len(images))  # [B, D]
+        feature_map = self.features(image_list.tensors, clinical_vector)  # [B, C, h, w]
+        proposals, rpn_losses = self.rpn(image_list, {FEATURE_KEY: feature_map}, targets)
+        roi_inputs = {FEATURE_KEY: feature_map, CLINICAL_KEY: clinical_vector}
+        detections, roi_losses = self.roi_heads(roi_inputs, proposals, image_list.image_sizes, targets)
+        if self.training:
+            return {**rpn_losses, **roi_losses}
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)

@@ -1,0 +1,425 @@
+"""MLflow tracking for pipeline runs: tracking URI, parent/child runs, metric logger, champion registration.
+
+Run layout (the same whoever creates the runs)::
+
+    experiment <name>
+      └─ pipeline run   (name = KFP run name; tags: kfp run id/name, git sha, package version, image tags,
+         │               dataset fingerprint, grid; artefacts: exclusion/cleaning reports, comparison table)
+         ├─ cell run    (name = "<cell>-s<seed>"; params: variant, fusion, backbone, feature_set, seed, grid,
+         │               cell + every key of the resolved TrainConfig; per-epoch metrics; final val/test
+         │               metrics; artefacts: config, reports, plots, predictions, the model as an MLflow model)
+         └─ …           (one per grid cell × seed)
+
+Two tracking modes (:func:`tracking_mode`):
+
+- ``kfp-plugin``: KFP's MLflow integration (KEP-12862) created the runs and injected ``MLFLOW_RUN_ID`` (the
+  task's nested run), ``MLFLOW_EXPERIMENT_ID`` and ``MLFLOW_TRACKING_URI``. A step logs into the runs that
+  exist and creates none: the pipeline run is the parent of the task's run, a cell's run is the train task's
+  run (renamed ``<cell>-s<seed>``); evaluation logs into that same cell run.
+- ``self``: no ``MLFLOW_RUN_ID`` (``kfp.local``, clusters without the plugin): the pipeline creates the
+  pipeline run (``expand_grid`` step) and one nested run per cell × seed (``train`` step) itself.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else the embedded default ``sqlite:///<abs cwd>/mlflow.db`` with
+artefacts under ``<cwd>/mlartifacts`` (no server needed). This module imports ``mlflow`` lazily (inside
+functions) so that ``import mdfnet.tracking`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
+
+from mdfnet.metrics_log import MetricLogger, flatten_params
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_RUN_ID = "MLFLOW_RUN_ID"
+ENV_EXPERIMENT_ID = "MLFLOW_EXPERIMENT_ID"
+CHAMPION_ALIAS = "champion"
+SELECTION_METRIC = "final/val/ap"
+"""Metric (of a cell run) on which configs are compared and the champion is chosen: validation AP."""
+
+TAG_ROLE = "mdfnet.role"  # "pipeline" | "cell"
+TAG_MODE = "mdfnet.tracking_mode"  # "self" | "kfp-plugin"
+TAG_CELL = "mdfnet.cell"
+TAG_FINGERPRINT = "mdfnet.dataset_fingerprint"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+
+Mode = Literal["self", "kfp-plugin"]
+
+
+class TrackingError(RuntimeError):
+    """Tracking cannot proceed (missing run, bad URI); the message names the value and what was expected."""
+
+
+# ------------------------------------------------------------------------------------------ URI / client
+def default_tracking_uri(cwd: str | Path | None = None) -> str:
+    """``sqlite:///<abs cwd>/mlflow.db``: the embedded store used when ``MLFLOW_TRACKING_URI`` is unset."""
+    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(cwd: str | Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set (non-empty), else :func:`default_tracking_uri`."""
+    return os.environ.get(ENV_TRACKING_URI) or default_tracking_uri(cwd)
+
+
+def local_artifact_root(tracking_uri: str) -> str | None:
+    """Artefact root for experiments created in a local sqlite store: ``<db folder>/mlartifacts`` (file URI).
+
+    ``None`` for servers (``http(s)://``, ``databricks``…): the server decides where artefacts go.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///"):])
+    if not db.is_absolute():
+        db = Path(os.getcwd()) / db
+    return (db.parent / "mlartifacts").resolve().as_uri()
+
+
+def configure(cwd: str | Path | None = None) -> MlflowClient:
+    """Point MLflow (fluent API, model registry) at :func:`resolve_tracking_uri`; return a client for it.
+
+    Also turns MLflow's usage telemetry off unless the environment says otherwise (nothing leaves the machine).
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    uri = resolve_tracking_uri(cwd)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def runs_page_url(tracking_uri: str, experiment_id: str, ui_base: str = "http://127.0.0.1:5000") -> str:
+    """Link to the experiment's runs table (MLflow 3's UI opens an overview page otherwise)."""
+    base = tracking_uri.rstrip("/") if urlparse(tracking_uri).scheme in ("http", "https") else ui_base
+    return f"{base}/#/experiments/{experiment_id}/runs"
+
+
+def ui_command(tracking_uri: str, port: int = 5000) -> str:
+    """Shell command that serves the MLflow UI for ``tracking_uri`` (a server URI needs none: open it)."""
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        return f"open {tracking_uri}"
+    root = local_artifact_root(tracking_uri)
+    dest = f" --artifacts-destination {urlparse(root).path}" if root else ""
+    return f"mlflow ui --backend-store-uri {tracking_uri}{dest} --host 127.0.0.1 --port {port}"
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """Id of experiment ``name``; created (with a local artefact root for sqlite stores) if missing."""
+    if not name or not name.strip():
+        raise TrackingError(f"experiment name must be a non-empty string, got {name!r}")
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = local_artifact_root(client.tracking_uri)
+    location = f"{root}/{_slug(name)}" if root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another step
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+# ------------------------------------------------------------------------------------------ run context
+def plugin_run_id() -> str | None:
+    """``MLFLOW_RUN_ID`` injected by KFP's MLflow plugin (``None`` when unset or empty)."""
+    return os.environ.get(ENV_RUN_ID) or None
+
+
+def tracking_mode() -> Mode:
+    return "kfp-plugin" if plugin_run_id() else "self"
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """The pipeline-level MLflow run every cell run nests under."""
+
+    experiment_id: str
+    run_id: str
+    mode: Mode
+
+
+def start_pipeline_run(client: MlflowClient, experiment: str, run_name: str, tags: dict[str, Any]) -> PipelineRun:
+    """Create (``self`` mode) or find (``kfp-plugin`` mode) the pipeline run and set ``tags`` on it.
+
+    In plugin mode the pipeline run is the parent of ``MLFLOW_RUN_ID`` (KFP's run for this task); if that
+    run has no parent it is used itself. Nothing is created in plugin mode.
+    """
+    tags = {k: str(v) for k, v in tags.items()}
+    task_run = plugin_run_id()
+    if task_run:
+        run = _get_run(client, task_run)
+        parent_id = run.data.tags.get(TAG_PARENT) or task_run
+        for k, v in {**tags, TAG_ROLE: "pipeline", TAG_MODE: "kfp-plugin"}.items():
+            client.set_tag(parent_id, k, v)
+        return PipelineRun(run.info.experiment_id, parent_id, "kfp-plugin")
+    exp_id = get_or_create_experiment(client, experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={**tags, TAG_ROLE: "pipeline", TAG_MODE: "self"})
+    return PipelineRun(exp_id, run.info.run_id, "self")
+
+
+def open_cell_run(client: MlflowClient, parent_run_id: str, run_name: str, tags: dict[str, Any]) -> str:
+    """Run id of a cell run: ``MLFLOW_RUN_ID`` renamed to ``run_name`` (plugin mode) or a new run nested under
+    ``parent_run_id`` (``self`` mode). ``tags`` are set either way."""
+    tags = {k: str(v) for k, v in tags.items()}
+    task_run = plugin_run_id()
+    if task_run:
+        _get_run(client, task_run)
+        client.update_run(task_run, name=run_name)
+        for k, v in {**tags, TAG_ROLE: "cell", TAG_MODE: "kfp-plugin"}.items():
+            client.set_tag(task_run, k, v)
+        return task_run
+    parent = _get_run(client, parent_run_id)
+    run = client.create_run(parent.info.experiment_id, run_name=run_name,
+                            tags={**tags, TAG_PARENT: parent_run_id, TAG_ROLE: "cell", TAG_MODE: "self"})
+    return run.info.run_id
+
+
+def finish_run(client: MlflowClient, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"] = "FINISHED") -> bool:
+    """End a run this pipeline created (``self`` mode). Runs KFP created are left to KFP. Returns True if ended."""
+    run = _get_run(client, run_id)
+    if run.data.tags.get(TAG_MODE) != "self":
+        return False
+    client.set_terminated(run_id, status=status)
+    return True
+
+
+def _get_run(client: MlflowClient, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        raise TrackingError(f"MLflow run {run_id!r} not found at {client.tracking_uri}: {e.message}") from e
+
+
+# ------------------------------------------------------------------------------------------ logger
+class MlflowLogger(MetricLogger):
+    """:class:`~mdfnet.metrics_log.MetricLogger` that writes into an existing MLflow run (``run_id``).
+
+    Params are flattened (``{"model": {"fusion": "sum"}}`` → ``model.fusion``) and stringified; re-logging a
+    param with the same value is a no-op, with another value an error naming the key (MLflow params are
+    immutable). Metrics keep their names and step; artefacts may be files or folders. ``close()`` does not end
+    the run: run lifetimes belong to the step (or to KFP) that owns the run.
+    """
+
+    def __init__(self, run_id: str, client: MlflowClient | None = None) -> None:
+        self.client = client or configure()
+        self.run_id = run_id
+        self._params: dict[str, str] = dict(_get_run(self.client, run_id).data.params)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TrackingError(f"MlflowLogger for run {self.run_id} is closed")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self._check_open()
+        new: dict[str, str] = {}
+        for k, v in flatten_params(params).items():
+            value = str(v)
+            old = self._params.get(k)
+            if old is None:
+                new[k] = value
+            elif old != value:
+                raise TrackingError(f"param {k!r} of run {self.run_id} is already {old!r}; cannot change it to {value!r}")
+        if new:
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in new.items()])
+            self._params.update(new)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        self._check_open()
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._check_open()
+        p = Path(path)
+        if p.is_dir():
+            self.client.log_artifacts(self.run_id, str(p), artifact_path)
+        elif p.is_file():
+            self.client.log_artifact(self.run_id, str(p), artifact_path)
+        else:
+            raise TrackingError(f"artifact {str(p)!r} does not exist")
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self._check_open()
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def close(self) -> None:
+        self._closed = True
+
+
+# ------------------------------------------------------------------------------------------ provenance
+def dataset_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 over every file of a dataset folder (sorted relative paths, sizes and bytes) → 64 hex chars.
+
+    Independent of where the folder lives and of file times; any byte or file-name change changes it.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise TrackingError(f"dataset folder {str(root)!r} does not exist")
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        with f.open("rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def git_sha(repo: str | Path | None = None) -> str:
+    """``MDFNET_GIT_SHA`` (baked into images at build time) or ``git rev-parse HEAD`` of ``repo``; else ``unknown``."""
+    env = os.environ.get("MDFNET_GIT_SHA")
+    if env:
+        return env
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else "unknown"
+
+
+# ------------------------------------------------------------------------------------------ models / registry
+def log_torch_model(client: MlflowClient, run_id: str, model: Any, name: str = "model",
+                    pip_requirements: Iterable[str] | None = None) -> str:
+    """Log ``model`` (an ``nn.Module``) as an MLflow pytorch model into run ``run_id``; return its model URI
+    (``models:/<model id>``, registrable with :func:`register_champion`).
+
+    Serialised with pickle (MLflow 3's default ``pt2`` needs a traceable example input; detection models with
+    list/dict inputs are not). Requirements are given explicitly (no inference subprocess, nothing downloaded).
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    from mdfnet import __version__
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    reqs = list(pip_requirements) if pip_requirements is not None else [f"mdfnet=={__version__}"]
+    run = _get_run(client, run_id)
+    # the logged model must live in the run's experiment (MLflow would otherwise use the active/default one)
+    logged = client.create_logged_model(experiment_id=run.info.experiment_id, name=name, source_run_id=run_id)
+    info = mlflow.pytorch.log_model(model, name=name, run_id=run_id, model_id=logged.model_id,
+                                    pip_requirements=reqs, serialization_format="pickle")
+    return info.model_uri
+
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    """Outcome of :func:`register_champion` (recorded on the model version as tags and description)."""
+
+    model_name: str
+    version: str
+    run_id: str
+    promoted: bool
+    reason: str
+    candidate_val_ap: float
+    champion_version: str | None
+    champion_val_ap: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _metric_of_run(client: MlflowClient, run_id: str | None, key: str) -> float | None:
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        value = client.get_run(run_id).data.metrics.get(key)
+    except MlflowException:
+        return None
+    return float(value) if value is not None else None
+
+
+def register_champion(client: MlflowClient, model_name: str, model_uri: str, run_id: str, val_ap: float,
+                      alias: str = CHAMPION_ALIAS, metric: str = SELECTION_METRIC) -> ChampionDecision:
+    """Register ``model_uri`` as a new version of ``model_name``; move ``alias`` to it only if its validation
+    AP is strictly higher than the current alias holder's (read from that version's run, metric ``metric``).
+
+    Ties keep the current champion; a non-finite candidate AP never wins; a champion without a recorded AP
+    loses. The decision and its reason become tags ``mdfnet.champion_decision``/``mdfnet.champion_reason``
+    and the description of the new version.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    mlflow.set_registry_uri(client.tracking_uri)
+    val_ap = float(val_ap)
+    try:
+        current = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        current = None
+    cur_ap = None
+    if current is not None:
+        cur_ap = _metric_of_run(client, current.run_id, metric)
+        if cur_ap is None and current.tags.get("mdfnet.val_ap") is not None:
+            cur_ap = float(current.tags["mdfnet.val_ap"])
+
+    mv = mlflow.register_model(model_uri, model_name, tags={"mdfnet.val_ap": repr(val_ap), "mdfnet.metric": metric})
+    if not math.isfinite(val_ap):
+        promoted, reason = False, f"candidate {metric} is {val_ap}: not comparable, {alias} unchanged"
+    elif current is None:
+        promoted, reason = True, f"no '{alias}' yet: v{mv.version} becomes {alias} ({metric} {val_ap:.4f})"
+    elif cur_ap is None or not math.isfinite(cur_ap):
+        promoted, reason = True, f"'{alias}' v{current.version} has no {metric}: v{mv.version} replaces it ({val_ap:.4f})"
+    elif val_ap > cur_ap:
+        promoted, reason = True, (f"v{mv.version} {metric} {val_ap:.4f} > {alias} v{current.version} "
+                                  f"{cur_ap:.4f}: alias moved")
+    else:
+        promoted, reason = False, (f"v{mv.version} {metric} {val_ap:.4f} <= {alias} v{current.version} "
+                                   f"{cur_ap:.4f}: alias kept")
+    if promoted:
+        client.set_registered_model_alias(model_name, alias, mv.version)
+    client.set_model_version_tag(model_name, mv.version, "mdfnet.champion_decision", "promoted" if promoted else "kept")
+    client.set_model_version_tag(model_name, mv.version, "mdfnet.champion_reason", reason)
+    client.update_model_version(model_name, mv.version, description=reason)
+    log.info("register %s v%s: %s", model_name, mv.version, reason)
+    return ChampionDecision(model_name, str(mv.version), run_id, promoted, reason, val_ap,
+                            str(current.version) if current is not None else None, cur_ap)
+
+
+def champion_version(client: MlflowClient, model_name: str, alias: str = CHAMPION_ALIAS) -> str | None:
+    """Version number currently holding ``alias`` (``None`` if the model or alias does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None

@@ -1,0 +1,506 @@
+"""The synthetic source generator: layout and types, planted messiness, join exclusions, signal, determinism, CLI.
+
+One 600-study tree at ~32 px (≈2 s) serves the layout, messiness, join and signal tests; determinism uses 30-study
+trees. Numbers asserted here are properties of the generative model (see :mod:`mdfnet.data.synthetic`), with
+margins wide enough to hold for any seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mdfnet.data import schema
+from mdfnet.data import synthetic as S
+from mdfnet.data.clean import PLAUSIBLE, clean_clinical
+from mdfnet.data.join import REASONS, join, parse_study_datetime
+
+N_BIG = 600
+PLANTED = {  # generate() summary key → join exclusion reason
+    "excl_no_cxr_metadata": "no CXR metadata",
+    "excl_missing_image": "missing image file",
+    "excl_no_containing_stay": "no ED stay containing the study",
+    "excl_no_triage": "no triage record",
+}
+
+
+def read(root: Path, rel: str) -> pd.DataFrame:
+    path = schema.find_table(root, rel)
+    assert path is not None, f"{rel}[.gz] not written under {root}"
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"pain": str})
+
+
+def reflacx_metadata(root: Path) -> pd.DataFrame:
+    frames = [read(root, schema.reflacx_metadata_path(p)).assign(phase=p) for p in schema.REFLACX_PHASES]
+    return pd.concat(frames, ignore_index=True)
+
+
+class Ellipses:
+    """One ``anomaly_location_ellipses.csv``: header, int ``[k, 5]`` coordinates+certainty, bool ``[k, L]`` labels."""
+
+    def __init__(self, path: Path) -> None:
+        lines = path.read_text().splitlines()
+        self.columns = lines[0].split(",")
+        rows = [ln.split(",") for ln in lines[1:]]
+        self.values = np.array([[int(v) for v in r[:5]] for r in rows], dtype=np.int64).reshape(-1, 5)
+        marks = [[v == "True" for v in r[5:]] for r in rows]
+        assert all(v in ("True", "False") for r in rows for v in r[5:]), path
+        self.marks = np.array(marks, dtype=bool).reshape(len(rows), len(self.columns) - 5)
+        self.labels = self.columns[5:]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def mark(self, label: str) -> np.ndarray:
+        return self.marks[:, self.labels.index(label)]
+
+
+def ellipses(root: Path, rid: str) -> Ellipses:
+    return Ellipses(root / schema.ellipses_path(rid))
+
+
+def file_hashes(root: Path, pattern: str = "**/*") -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob(pattern)) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    root = tmp_path_factory.mktemp("synth_big")
+    return root, S.generate(root, N_BIG, seed=11, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def big_joined(big, tmp_path_factory):
+    root, _ = big
+    out = tmp_path_factory.mktemp("synth_big_joined")
+    result = join(root, out)
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def presence(big_joined) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cleaned joined readings and a bool [readings, 5] lesion-presence frame (from the joined boxes)."""
+    out, _ = big_joined
+    inst, _ = clean_clinical(pd.read_parquet(out / "instances.parquet"))
+    boxes = pd.read_parquet(out / "boxes.parquet")
+    pres = pd.DataFrame({c: inst["reflacx_id"].isin(boxes.loc[boxes["label"] == c, "reflacx_id"]).to_numpy()
+                         for c in schema.CLASSES})
+    return inst.reset_index(drop=True), pres
+
+
+# ----------------------------------------------------------------------------- layout, columns, types
+def test_layout_files_and_exact_columns(big):
+    root, summary = big
+    gz = {schema.CXR_METADATA: True, schema.PATIENTS_CANDIDATES[0]: True, schema.EDSTAYS: True,
+          schema.TRIAGE: False, **{schema.reflacx_metadata_path(p): False for p in schema.REFLACX_PHASES}}
+    for rel, is_gz in gz.items():
+        path = schema.find_table(root, rel)
+        assert path is not None and path.name.endswith(".gz") == is_gz, rel
+        assert (path.read_bytes()[:2] == b"\x1f\x8b") == is_gz, f"{path} gzip magic"
+    header = {rel: list(read(root, rel).columns) for rel in gz}
+    assert header[schema.CXR_METADATA] == list(schema.CXR_METADATA_COLUMNS)
+    assert header[schema.PATIENTS_CANDIDATES[0]] == list(schema.PATIENTS_COLUMNS)
+    assert header[schema.EDSTAYS] == list(schema.EDSTAYS_COLUMNS)
+    assert header[schema.TRIAGE] == list(schema.TRIAGE_COLUMNS)
+    for p in (1, 2):
+        assert header[schema.reflacx_metadata_path(p)] == [*schema.REFLACX_METADATA_COLUMNS,
+                                                          *schema.REFLACX_PHASE12_LABELS]
+    assert header[schema.reflacx_metadata_path(3)] == [*schema.REFLACX_METADATA_COLUMNS, *schema.REFLACX_PHASE3_LABELS]
+    meta = reflacx_metadata(root)
+    assert len(meta) == summary["readings"] and meta["id"].is_unique
+    for rid, phase in zip(meta["id"], meta["phase"], strict=True):
+        labels = schema.REFLACX_PHASE3_LABELS if phase == 3 else schema.REFLACX_PHASE12_LABELS
+        assert list(ellipses(root, rid).columns) == [*schema.REFLACX_ELLIPSE_COLUMNS, *labels], rid
+    assert len(list((root / schema.REFLACX_DIR).glob("*/anomaly_location_ellipses.csv"))) == summary["readings"]
+
+
+def test_column_types_and_formats(big):
+    root, _ = big
+    cxr = read(root, schema.CXR_METADATA)
+    for c in ("subject_id", "study_id", "Rows", "Columns", "StudyDate"):
+        assert cxr[c].dtype == np.int64, c
+    assert cxr["StudyTime"].dtype == np.float64
+    assert cxr["dicom_id"].str.fullmatch(r"([0-9a-f]{8}-){4}[0-9a-f]{8}").all() and cxr["dicom_id"].is_unique
+    assert cxr["StudyDate"].between(21000101, 22191231).all()
+    dates = pd.to_datetime(cxr["StudyDate"].astype(str), format="%Y%m%d", errors="coerce")
+    assert dates.notna().all()
+    assert set(cxr["ViewPosition"].dropna()) <= {"PA", "AP", "LATERAL", "LL"}
+    pat = read(root, schema.PATIENTS_CANDIDATES[0])
+    assert pat["subject_id"].is_unique and pat["subject_id"].between(10_000_000, 19_999_999).all()
+    assert set(pat["gender"]) == {"F", "M"} and pat["anchor_age"].between(18, 91).all()
+    assert pat["anchor_age"].dtype == np.int64 and pat["anchor_year"].dtype == np.int64
+    stays = read(root, schema.EDSTAYS)
+    assert stays["stay_id"].is_unique and stays["hadm_id"].isna().any() and stays["hadm_id"].notna().any()
+    intime = pd.to_datetime(stays["intime"], format="%Y-%m-%d %H:%M:%S")
+    outtime = pd.to_datetime(stays["outtime"], format="%Y-%m-%d %H:%M:%S")
+    assert (outtime > intime).all()
+    tri = read(root, schema.TRIAGE)
+    assert tri["stay_id"].is_unique and tri["stay_id"].isin(stays["stay_id"]).all()
+    for c in ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "acuity"):
+        assert tri[c].dtype == np.float64, c
+    pain_num = pd.to_numeric(tri["pain"], errors="coerce")
+    assert pain_num.notna().mean() > 0.8 and (pain_num.isna() & tri["pain"].notna()).sum() > 0  # free text
+    meta = reflacx_metadata(root)
+    assert set(meta["split"]) == {"train", "validate", "test"}
+    assert meta["id"].str.fullmatch(r"P(300|[12]0[1-5])R\d{6}").all()
+    assert meta["dicom_id"].isin(cxr["dicom_id"]).mean() > 0.97
+
+
+def test_jpegs_match_metadata_and_sizes_vary(big):
+    root, summary = big
+    meta = reflacx_metadata(root).drop_duplicates("dicom_id")
+    cxr = read(root, schema.CXR_METADATA).set_index("dicom_id")
+    jpgs = sorted((root / schema.CXR_DIR / "files").glob("p1*/p*/s*/*.jpg"))
+    assert len(jpgs) == summary["jpegs"] == summary["images"] - 6  # 1 % of 600 images have no JPEG
+    by_dicom = {p.stem: p for p in jpgs}
+    sizes = set()
+    for row in meta.itertuples():
+        if row.dicom_id not in by_dicom:
+            continue
+        p = by_dicom[row.dicom_id]
+        assert p.parent.name.startswith("s") and p.parent.parent.name == f"p{row.subject_id}"
+        assert p.parent.parent.parent.name == f"p{str(row.subject_id)[:2]}"
+        with Image.open(p) as im:
+            assert im.format == "JPEG" and im.mode == "L"
+            assert im.size == (row.image_size_x, row.image_size_y)
+            sizes.add(im.size)
+        if row.dicom_id in cxr.index:
+            assert (cxr.at[row.dicom_id, "Columns"], cxr.at[row.dicom_id, "Rows"]) == im.size
+    assert len(sizes) > 100 and all(w != h for w, h in sizes)
+    widths = [w for w, _ in sizes]
+    assert min(widths) < 28 and max(widths) > 36  # 0.75–1.25 × 32 px
+
+
+def test_ellipses_in_original_pixels_and_labels(big):
+    root, summary = big
+    meta = reflacx_metadata(root)
+    n_ell = n_p3_pleural = 0
+    for row in meta.itertuples():
+        e = ellipses(root, row.id)
+        n_ell += len(e)
+        x0, y0, x1, y1, cert = e.values.T  # integer pixels of the original image
+        assert (x0 >= 0).all() and (x1 <= row.image_size_x).all() and (y0 >= 0).all() and (y1 <= row.image_size_y).all()
+        assert (x1 > x0).all() and (y1 > y0).all() and ((cert >= 1) & (cert <= 5)).all()
+        assert (e.marks.sum(axis=1) >= 1).all()  # every ellipse marks a label
+        for lab in e.labels:  # metadata label column = max certainty of the reading's ellipses with it
+            expect = int(cert[e.mark(lab)].max()) if e.mark(lab).any() else 0
+            assert meta.at[row.Index, lab] == expect, (row.id, lab)
+        if row.phase == 3:
+            n_p3_pleural += int((e.mark("Pleural effusion") | e.mark("Pleural thickening")).sum())
+    assert n_ell == summary["ellipses"] and n_p3_pleural > 0
+
+
+# ----------------------------------------------------------------------------- messiness
+def test_messiness_is_planted(big):
+    root, summary = big
+    meta = reflacx_metadata(root)
+    cxr = read(root, schema.CXR_METADATA)
+    reflacx_cxr = cxr[cxr["dicom_id"].isin(meta["dicom_id"])]
+    time_text = pd.read_csv(schema.find_table(root, schema.CXR_METADATA), usecols=["StudyTime"],
+                            dtype=str)["StudyTime"]  # as written in the file
+    counts = {
+        # StudyTime unpadded HHMMSS.fff float: morning studies have fewer than 6 integer digits
+        "morning reflacx studies": int((reflacx_cxr["StudyTime"] < 100_000).sum()),
+        "unpadded StudyTime text": int((time_text.str.split(".").str[0].str.len() < 6).sum()),
+        "StudyTime with milliseconds": int((time_text.str.split(".").str[1].str.len() == 3).sum()),
+        "empty ViewPosition": int(cxr["ViewPosition"].isna().sum()),
+        "lateral rows": int(cxr["ViewPosition"].isin(["LATERAL", "LL"]).sum()),
+        "images read by >= 2 radiologists": int((meta["dicom_id"].value_counts() >= 2).sum()),
+        "readings without ellipses": summary["readings_without_ellipses"],
+        "phase-3 readings": int((meta["phase"] == 3).sum()),
+        "phase-1 readings": int((meta["phase"] == 1).sum()),
+        "phase-2 readings": int((meta["phase"] == 2).sum()),
+        "phase-3 pleural effusion": int((meta["Pleural effusion"] > 0).sum()),
+        "phase-3 pleural thickening": int((meta["Pleural thickening"] > 0).sum()),
+    }
+    tri = read(root, schema.TRIAGE)
+    pain = tri["pain"]
+    counts |= {f"pain {v!r}": int((pain == v).sum()) for v in ("UA", "unable", "8-10")}
+    counts["pain empty"] = int(pain.isna().sum())
+    counts["pain numeric text"] = int(pain.str.fullmatch(r"\d+").sum())
+    counts["temperature in °C"] = int(tri["temperature"].between(25, 45).sum())
+    for c in ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "acuity"):
+        counts[f"{c} missing"] = int(tri[c].isna().sum())
+    for c, (lo, hi) in PLAUSIBLE.items():
+        if c in ("heartrate", "resprate", "o2sat", "dbp"):
+            counts[f"{c} implausible"] = int((~tri[c].between(lo, hi) & tri[c].notna()).sum())
+    stays = read(root, schema.EDSTAYS)
+    counts["patients with several stays"] = int((stays["subject_id"].value_counts() >= 2).sum())
+    counts["stays without triage"] = int((~stays["stay_id"].isin(tri["stay_id"])).sum())
+    counts["patients with several reflacx studies"] = int(
+        (cxr[cxr["dicom_id"].isin(meta["dicom_id"])].groupby("subject_id")["study_id"].nunique() >= 2).sum())
+    # frontal CXR studies that no ED stay of their patient contains
+    fr = cxr[cxr["ViewPosition"].isin(["PA", "AP"])].copy()
+    fr["dt"] = parse_study_datetime(fr["StudyDate"], fr["StudyTime"])
+    st = stays.assign(intime=pd.to_datetime(stays["intime"]), outtime=pd.to_datetime(stays["outtime"]))
+    m = fr.merge(st[["subject_id", "intime", "outtime"]], on="subject_id")
+    contained = set(m.loc[(m["intime"] <= m["dt"]) & (m["dt"] <= m["outtime"]), "dicom_id"])
+    counts["frontal CXR without ED stay"] = int((~fr["dicom_id"].isin(contained)).sum())
+    counts["frontal CXR within an ED stay"] = len(contained)
+    zero = [k for k, v in counts.items() if v <= 0]
+    assert not zero, f"messiness missing: {zero}; counts {counts}"
+    # shares are in the documented ranges (wide margins: 600 studies)
+    assert 0.25 < counts["morning reflacx studies"] / len(reflacx_cxr) < 0.55
+    assert 0.02 < counts["temperature in °C"] / len(tri) < 0.09
+    assert 0.1 < summary["readings_without_ellipses"] / summary["readings"] < 0.7
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_guaranteed_cases_at_minimum_size(tmp_path, seed):
+    """With n_studies = 10 every documented special case is still present (forced when chance misses it)."""
+    summary = S.generate(tmp_path, S.MIN_RESERVED_STUDIES, seed=seed, image_size=32, tables_only=True)
+    assert all(summary[k] >= 1 for k in PLANTED if k != "excl_missing_image")
+    assert summary["readings_two_containing_stays"] >= 1 and summary["readings_without_ellipses"] >= 1
+    meta = reflacx_metadata(tmp_path)
+    assert set(meta["phase"]) == {1, 2, 3} and (meta["dicom_id"].value_counts() >= 2).any()
+    p3 = meta[meta["phase"] == 3]
+    assert ((p3["Pleural effusion"] > 0) | (p3["Pleural thickening"] > 0)).any()
+    cxr = read(tmp_path, schema.CXR_METADATA)
+    assert (cxr.loc[cxr["dicom_id"].isin(meta["dicom_id"]), "StudyTime"] < 100_000).any()
+    tri = read(tmp_path, schema.TRIAGE)
+    assert {"UA", "unable", "8-10"} <= set(tri["pain"].dropna()) and tri["pain"].isna().any()
+    assert tri["temperature"].between(25, 45).any()
+    for c in ("heartrate", "resprate", "o2sat", "dbp"):
+        lo, hi = PLAUSIBLE[c]
+        assert (tri[c].notna() & ~tri[c].between(lo, hi)).any(), c
+
+
+def test_morning_study_time_roundtrip():
+    dt = np.array(["2150-03-12T09:35:12.125", "2150-03-12T00:05:12.500", "2150-03-12T00:00:00",
+                   "2150-03-12T23:59:59.999", "2150-03-12T10:00:00.001"], dtype="datetime64[ms]")
+    assert S.study_time_float(dt).tolist() == [93512.125, 512.5, 0.0, 235959.999, 100000.001]
+    assert S.study_date_int(dt).tolist() == [21500312] * 5
+    rng = np.random.default_rng(0)
+    rand = (np.datetime64("2150-01-01T00:00", "ms") + rng.integers(0, 400 * 86_400_000, 2000)
+            * np.timedelta64(1, "ms"))
+    back = parse_study_datetime(pd.Series(S.study_date_int(rand)), pd.Series(S.study_time_float(rand)))
+    err = np.abs((back.to_numpy() - rand.astype("datetime64[ns]")).astype(np.int64))
+    assert err.max() < 1_000  # < 1 µs: float HHMMSS.fff survives the round trip
+
+
+# ----------------------------------------------------------------------------- join on the generated tree
+def test_join_keeps_most_and_excludes_exactly_what_was_planted(big, big_joined):
+    root, summary = big
+    out, result = big_joined
+    assert result.n_input == summary["readings"]
+    assert result.n_kept >= 0.85 * result.n_input
+    excl = pd.read_csv(out / "exclusions.csv").set_index("reason")["count"]
+    assert list(excl.index) == list(REASONS)
+    for key, reason in PLANTED.items():
+        assert summary[key] > 0, key
+        assert excl[reason] == summary[key], (reason, excl[reason], summary[key])
+    assert excl.drop(list(PLANTED.values())).sum() == 0  # nothing else excluded
+    assert result.n_kept + excl.sum() == summary["readings"]
+    assert summary["readings_two_containing_stays"] > 0  # kept: both stays have triage
+    assert result.n_boxes == summary["boxes"] - _boxes_of_excluded(root, out)
+
+
+def _boxes_of_excluded(root: Path, out: Path) -> int:
+    """Boxes (distinct classes per ellipse) of the excluded readings, counted from their ellipse files."""
+    excluded = pd.read_parquet(out / "excluded.parquet")["reflacx_id"]
+    n = 0
+    for rid in excluded:
+        e = ellipses(root, rid)
+        for marks in e.marks:
+            n += len({schema.LABEL_SYNONYMS[lab] for lab, m in zip(e.labels, marks, strict=True)
+                      if m and lab in schema.LABEL_SYNONYMS})
+    return n
+
+
+def test_tables_only_scale_and_join(tmp_path):
+    summary = S.generate(tmp_path, 12, seed=5, tables_only=True)
+    assert not list(tmp_path.rglob("*.jpg")) and summary["jpegs"] == 0 and summary["excl_missing_image"] == 0
+    assert summary["ed_stays"] >= 148 * 12 and summary["cxr_rows"] >= 126 * 12
+    assert summary["patients"] == 99 * 12 + summary["reflacx_patients"]
+    result = join(tmp_path, tmp_path / "joined", check_images=False)
+    for key, reason in PLANTED.items():
+        assert result.exclusions[reason] == summary[key], reason
+    assert result.n_kept + result.n_excluded == summary["readings"]
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_tiny_runs_have_no_planted_exclusions(tmp_path, n):
+    summary = S.generate(tmp_path, n, seed=n, image_size=32)
+    assert summary["images"] == n and all(summary[k] == 0 for k in PLANTED)
+    result = join(tmp_path, tmp_path / "joined")
+    assert result.n_kept == summary["readings"] >= n
+
+
+def test_bad_arguments_raise(tmp_path):
+    with pytest.raises(ValueError, match="n_studies"):
+        S.generate(tmp_path, 0, seed=0)
+    with pytest.raises(ValueError, match="n_studies"):
+        S.generate(tmp_path, "5", seed=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="image_size"):
+        S.generate(tmp_path, 5, seed=0, image_size=16)
+
+
+def test_rewriting_replaces_the_gz_twin(tmp_path):
+    stale = tmp_path / (schema.TRIAGE + ".gz")
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"stale")
+    plain = tmp_path / schema.EDSTAYS
+    plain.parent.mkdir(parents=True, exist_ok=True)
+    plain.write_text("stale\n")
+    S.generate(tmp_path, 3, seed=0, image_size=32)
+    assert not stale.exists() and (tmp_path / schema.TRIAGE).is_file()
+    assert not plain.exists() and (tmp_path / (schema.EDSTAYS + ".gz")).is_file()
+
+
+# ----------------------------------------------------------------------------- learnable signal
+def test_clinical_features_correlate_with_lesions_as_documented(presence):
+    inst, pres = presence
+
+    def gap(cls: str, feat: str) -> float:
+        """Mean of ``feat`` over readings with ``cls`` minus over readings without it (cleaned values)."""
+        v, m = inst[feat], pres[cls].to_numpy()
+        return float(v[m].mean() - v[~m].mean())
+
+    def corr(cls: str, feat: str) -> float:
+        ok = inst[feat].notna().to_numpy()
+        return float(np.corrcoef(pres[cls].to_numpy()[ok], inst[feat].to_numpy()[ok])[0, 1])
+
+    assert pres.sum().min() >= 30, pres.sum()  # every class has enough positives
+    assert gap("Consolidation", "temperature") > 1.5  # °F: fever ↔ consolidation
+    assert corr("Consolidation", "temperature") > 0.4
+    assert gap("Pulmonary edema", "resprate") > 4  # breaths/min: tachypnoea ↔ edema
+    assert gap("Pulmonary edema", "o2sat") < -3.5
+    assert corr("Pulmonary edema", "resprate") > 0.35 and corr("Pulmonary edema", "o2sat") < -0.35
+    assert gap("Enlarged cardiac silhouette", "age") > 5  # years
+    assert corr("Enlarged cardiac silhouette", "age") > 0.12 and corr("Enlarged cardiac silhouette", "sbp") > 0.15
+    assert gap("Atelectasis", "pain") > 2 and corr("Atelectasis", "pain") > 0.3
+    # and features unrelated by construction stay unrelated
+    assert abs(corr("Atelectasis", "temperature")) < 0.15 and abs(corr("Consolidation", "age")) < 0.15
+
+
+def test_lookalike_pair_separated_by_clinical_data(presence):
+    """Consolidation-only vs edema-only readings: one threshold on a single triage feature, chosen on one half
+    and scored on the other, reaches a balanced accuracy far above chance (0.5) for temperature, resprate and
+    o2sat (≥ 0.76 on seeds 0–9)."""
+    inst, pres = presence
+    co, ed = pres["Consolidation"].to_numpy(), pres["Pulmonary edema"].to_numpy()
+    sel = co ^ ed
+    y = co[sel]  # True = consolidation
+    assert min(y.sum(), (~y).sum()) >= 40
+
+    def balanced_accuracy(x: np.ndarray, yy: np.ndarray, t: float) -> float:
+        pred = x > t
+        return 0.5 * (pred[yy].mean() + (~pred[~yy]).mean())
+
+    half = np.arange(len(y)) % 2 == 0
+    for feat, sign in (("temperature", 1), ("resprate", -1), ("o2sat", 1)):
+        x = sign * inst.loc[sel, feat].to_numpy()
+        x = np.where(np.isnan(x), np.nanmedian(x), x)  # missing → median (as an imputer would)
+        thresholds = np.unique(x[half])
+        t = thresholds[int(np.argmax([balanced_accuracy(x[half], y[half], t) for t in thresholds]))]
+        assert balanced_accuracy(x[~half], y[~half], t) > 0.7, feat
+
+
+def test_lookalike_pair_is_identical_in_the_image():
+    """Consolidation and edema: same box sampler and same renderer, so the same random stream gives the same
+    pixels; other lesions render differently. Lesions are opacities inside their boxes."""
+    w, h = 96, 112
+    anat = S.sample_anatomy(np.random.default_rng(1), enlarged_heart=False)
+    box = S.opacity_box(np.random.default_rng(2), anat, side=0, w=w, h=h)
+
+    def render(cls: int | None) -> np.ndarray:
+        lesions = [] if cls is None else [box._replace(cls=cls)]
+        return S.render_image(np.random.default_rng(3), anat, lesions, w, h).astype(float)
+
+    cons, edema, none = render(S.CONSOL), render(S.EDEMA), render(None)
+    assert np.array_equal(cons, edema)
+    x0, y0, x1, y1 = (int(round(v)) for v in box.box)
+    inside = np.zeros((h, w), bool)
+    inside[y0:y1, x0:x1] = True
+    diff = cons - none
+    assert diff[inside].mean() - diff[~inside].mean() > 10  # brighter opacity inside the box
+    pleural = S.sample_lesion_geometry(np.random.default_rng(2), np.array([0, 0, 1, 0, 0], bool), anat, w, h)[0]
+    assert pleural.cls == S.PLEURAL
+    assert not np.array_equal(render(S.PLEURAL), cons)
+    # box distributions match: same sampler for both classes, fixed seed → same boxes
+    g_c = S.sample_lesion_geometry(np.random.default_rng(4), np.array([0, 0, 0, 1, 0], bool), anat, w, h)[0]
+    g_e = S.sample_lesion_geometry(np.random.default_rng(4), np.array([0, 0, 0, 0, 1], bool), anat, w, h)[0]
+    assert g_c.box == g_e.box and (g_c.cls, g_e.cls) == (S.CONSOL, S.EDEMA)
+
+
+def test_lesion_model_noisy_or():
+    cond = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], bool)
+    p = S.lesion_probabilities(cond)
+    np.testing.assert_allclose(p[0], S.LEAK)
+    assert p[1, S.CONSOL] == pytest.approx(1 - (1 - S.LEAK[S.CONSOL]) * (1 - S.CAUSE[0, S.CONSOL]))
+    assert (p[2] >= p[1]).all() and (p[2] > 0.5).sum() == 5
+    les = S.sample_lesions(np.random.default_rng(0), np.ones((500, 4), bool))
+    assert les.sum(axis=1).max() == S.MAX_LESIONS
+
+
+# ----------------------------------------------------------------------------- determinism
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    roots = {k: tmp_path_factory.mktemp(f"synth_{k}") for k in ("a", "b", "c")}
+    sums = {k: S.generate(r, 30, seed=(4 if k != "c" else 5), image_size=40) for k, r in roots.items()}
+    return roots, sums
+
+
+TABLES = (schema.CXR_METADATA + ".gz", schema.PATIENTS_CANDIDATES[0] + ".gz", schema.EDSTAYS + ".gz",
+          schema.TRIAGE, *(schema.reflacx_metadata_path(p) for p in schema.REFLACX_PHASES))
+
+
+def test_same_seed_gives_identical_bytes(twins):
+    roots, sums = twins
+    a, b = file_hashes(roots["a"]), file_hashes(roots["b"])
+    assert sums["a"] == sums["b"]
+    assert set(TABLES) <= set(a)
+    assert sum(k.endswith(".jpg") for k in a) == sums["a"]["jpegs"] > 0
+    assert sum(k.endswith("anomaly_location_ellipses.csv") for k in a) == sums["a"]["readings"]
+    assert a == b  # every table, ellipse file and JPEG
+
+
+def test_different_seed_gives_different_tables(twins):
+    roots, _ = twins
+    a, c = file_hashes(roots["a"]), file_hashes(roots["c"])
+    for rel in TABLES:
+        assert a[rel] != c[rel], rel
+    assert not set(k for k in a if k.endswith(".jpg")) & set(k for k in c if k.endswith(".jpg"))
+
+
+def test_gzip_tables_have_no_timestamp(twins):
+    roots, _ = twins
+    raw = (roots["a"] / TABLES[0]).read_bytes()
+    assert raw[4:8] == b"\x00\x00\x00\x00"  # gzip MTIME field = 0
+    assert gzip.decompress(raw).startswith(b"dicom_id,subject_id,study_id,")
+
+
+def test_csv_writer_matches_pandas():
+    df = pd.DataFrame({
+        "i": np.array([1, 22], np.int64), "f": [98.0, np.nan], "t": [75006.859, 512.5],
+        "s": ["Fever, Cough", None], "q": ['say "hi"', "x"], "b": [True, False],
+        "n": pd.array([5, None], dtype="Int64"),
+    })
+    assert S.csv_bytes(df) == df.to_csv(index=False, lineterminator="\n").encode()
+    assert S.csv_bytes(df.iloc[:0]) == b"i,f,t,s,q,b,n\n"
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_synth_writes_the_same_tree_as_generate(tmp_path):
+    from typer.testing import CliRunner
+
+    from mdfnet.cli import app
+
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "cli"), "--studies", "12", "--seed", "3",
+                                   "--image-size", "40"])
+    assert res.exit_code == 0, res.output
+    summary = S.generate(tmp_path / "api", 12, seed=3, image_size=40)
+    for key in ("readings", "jpegs", "ed_stays", "excl_no_cxr_metadata"):
+        assert re.search(rf"^\s*{key}: {summary[key]}$", res.output, re.M), (key, res.output)
+    assert file_hashes(tmp_path / "cli") == file_hashes(tmp_path / "api")
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "t"), "--studies", "10", "--tables-only"])
+    assert res.exit_code == 0, res.output
+    assert not list((tmp_path / "t").rglob("*.jpg")) and schema.find_table(tmp_path / "t", schema.EDSTAYS)

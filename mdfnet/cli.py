@@ -29,13 +29,16 @@ def synth(
     source_dir: Annotated[Path, typer.Argument(help="Where to write the four source trees.")],
     studies: Annotated[int, typer.Option("--studies", help="Number of REFLACX-read CXR images.")] = 64,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    image_size: Annotated[int, typer.Option("--image-size", help="Typical longest side of the JPEGs (px).")] = 256,
+    image_size: Annotated[int, typer.Option("--image-size", help="Typical side of the JPEGs (px); each side is drawn in 0.75-1.25x of it.")] = 256,
     tables_only: Annotated[bool, typer.Option("--tables-only", help="Skip images (benchmark scale).")] = False,
 ) -> None:
     """Write synthetic MIMIC-Eye-shaped sources (REFLACX, MIMIC-CXR-JPG, MIMIC-IV, MIMIC-IV-ED)."""
     from mdfnet.data.synthetic import generate
 
-    summary = generate(source_dir, n_studies=studies, seed=seed, image_size=image_size, tables_only=tables_only)
+    try:
+        summary = generate(source_dir, n_studies=studies, seed=seed, image_size=image_size, tables_only=tables_only)
+    except ValueError as e:
+        _fail(str(e))
     for k, v in summary.items():
         typer.echo(f"{k:>24}: {v}")
 
@@ -120,6 +123,89 @@ def train_cmd(
     typer.echo(f"{'best val AP@0.5':>16}: {best}")
     typer.echo(f"{'best checkpoint':>16}: {result.best_checkpoint}")
     typer.echo(f"{'last checkpoint':>16}: {result.last_checkpoint}")
+
+
+# ---------------------------------------------------------------- evaluate / export-coco (evaluation area)
+@app.command("evaluate")
+def evaluate_cmd(
+    gt_path: Annotated[Path, typer.Argument(metavar="GT.json", help="COCO ground truth (images, annotations, categories).")],
+    dets_path: Annotated[Path, typer.Argument(metavar="DETS.json", help="COCO results list (image_id, category_id, bbox, score).")],
+    overlap: Annotated[str, typer.Option("--overlap", help="iobb (MDF-Net's metric) or iou.")] = "iobb",
+    thresholds: Annotated[
+        list[float] | None, typer.Option("--threshold", help="Overlap threshold; repeat for several (default 0.5).")
+    ] = None,
+    max_dets: Annotated[int, typer.Option("--max-dets", help="Detections kept per image and class.")] = 10,
+    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Drop detections scoring below.")] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object {ap, ar, per_class[, bootstrap]}.")] = False,
+    sweep_csv: Annotated[Path | None, typer.Option("--sweep", help="Write AP/AR/TP/FP/FN per threshold 0..1 (CSV).")] = None,
+    plots_dir: Annotated[Path | None, typer.Option("--plots", help="Write PR curves, counts and sweep PNGs here.")] = None,
+    n_boot: Annotated[int, typer.Option("--bootstrap", help="Bootstrap replicates for 95% intervals (0: none).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+) -> None:
+    """COCO-style AP/AR (IoBB or IoU) of DETS.json against GT.json, per class, with TP/FP/FN."""
+    import json
+
+    from mdfnet.evaluation import EvaluationError, bootstrap, evaluate, load_json, save_plots, sweep
+
+    thr = tuple(thresholds) if thresholds else (0.5,)
+    kw = dict(overlap=overlap, max_dets=max_dets, score_threshold=score_threshold)
+    try:
+        gt, dets = load_json(gt_path, "ground truth"), load_json(dets_path, "detections")
+        result = evaluate(gt, dets, thresholds=thr, **kw)
+        table = sweep(gt, dets, **kw) if (sweep_csv or plots_dir) else None
+        boot = bootstrap(gt, dets, n=n_boot, seed=seed, thresholds=thr, **kw) if n_boot > 0 else None
+    except (EvaluationError, ValueError) as e:
+        _fail(str(e))
+    written = []
+    if sweep_csv is not None:
+        sweep_csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(sweep_csv, index=False)
+        written.append(sweep_csv)
+    if plots_dir is not None:
+        written += save_plots(result, plots_dir, table)
+    if as_json:
+        summary = result.to_dict()
+        out = {key: summary[key] for key in ("ap", "ar", "per_class")}
+        if boot is not None:
+            out["bootstrap"] = boot.to_dict()
+        typer.echo(json.dumps(out))
+        for path in written:
+            typer.echo(f"wrote {path}", err=True)
+        return
+    typer.echo(result.table())
+    if boot is not None:
+        def iv(pair: tuple[float, float]) -> str:
+            return f"[{100 * pair[0]:6.2f}, {100 * pair[1]:6.2f}]"
+
+        typer.echo(f"{100 * boot.confidence:g}% bootstrap intervals ({boot.n} resamples of images, seed {boot.seed}):")
+        typer.echo(f"{'all':>28}  AP% {iv(boot.ap)}  AR% {iv(boot.ar)}")
+        for name, c in boot.per_class.items():
+            typer.echo(f"{name:>28}  AP% {iv(c['ap'])}  AR% {iv(c['ar'])}")
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command("export-coco")
+def export_coco_cmd(
+    preprocessed_dir: Annotated[Path, typer.Argument(help="Output of `mdfnet preprocess`.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT.json", help="COCO ground-truth file to write.")],
+    split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
+) -> None:
+    """Write a split's boxes as COCO ground truth (image id = dataset index + 1, category ids 1..5)."""
+    import json
+
+    from mdfnet.data import MDFDataset
+    from mdfnet.data.preprocess import PreprocessError
+    from mdfnet.evaluation import EvaluationError, dataset_to_coco
+
+    try:
+        ds = MDFDataset(preprocessed_dir, split, with_masks=False)
+        gt = dataset_to_coco(ds, description=f"{preprocessed_dir} split {split}")
+    except (PreprocessError, EvaluationError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(gt))
+    typer.echo(f"wrote {out}: {len(gt['images'])} images, {len(gt['annotations'])} boxes, split {split}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,15 @@ from __future__ import annotations
 from mdfnet.evaluation.accumulate import REC_THRS
 from mdfnet.evaluation.coco import EvaluationError, GroundTruth, load_json, parse_detections, parse_ground_truth
 from mdfnet.evaluation.convert import coco_to_outputs, dataset_to_coco, outputs_to_coco
-from mdfnet.evaluation.evaluator import DEFAULT_SWEEP, BootstrapResult, EvalResult, bootstrap, evaluate, sweep
+from mdfnet.evaluation.evaluator import (
+    DEFAULT_SWEEP,
+    BootstrapResult,
+    EvalResult,
+    bootstrap,
+    evaluate,
+    resample_images,
+    sweep,
+)
 from mdfnet.evaluation.overlap import OVERLAPS, box_iobb, box_iou
 
 _PLOTS = ("plot_counts", "plot_pr_curves", "plot_sweep", "save_plots")
@@ -32,6 +40,7 @@ __all__ = [
     "outputs_to_coco",
     "parse_detections",
     "parse_ground_truth",
+    "resample_images",
     "sweep",
     *_PLOTS,
 ]

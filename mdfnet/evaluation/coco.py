@@ -203,6 +203,9 @@ def parse_ground_truth(gt: dict) -> GroundTruth:
         name = c.get("name", str(c["id"]))
         if not isinstance(name, str):
             raise EvaluationError(f"{_label('category', int(i), c)}: name must be a string, got {name!r:.60}")
+        if name in names:
+            raise EvaluationError(f"{_label('category', int(i), c)}: duplicate name {name!r} (per-class results are "
+                                  "keyed by name)")
         names.append(name)
     category_ids = cat_ids_in_file[order]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mdfnet.evaluation.coco import EvaluationError
+from mdfnet.evaluation.coco import EvaluationError, _bbox_column, _int_column, _number_column
 
 
 def _np(x: Any, dtype) -> np.ndarray:
@@ -95,23 +95,33 @@ def outputs_to_coco(outputs: Sequence[dict[str, Any]], image_ids: Sequence[int])
 
 def coco_to_outputs(results: Sequence[dict[str, Any]], image_ids: Sequence[int]) -> list[dict[str, Any]]:
     """COCO results → one torchvision-style output per ``image_ids`` entry (``boxes`` Float32[N, 4] xyxy,
-    ``labels`` Int64[N], ``scores`` Float32[N]), detections in file order; images without results get N = 0."""
+    ``labels`` Int64[N], ``scores`` Float32[N]), detections in file order; images without results get N = 0.
+
+    Raises :class:`EvaluationError` naming the first malformed result or one whose image is not listed."""
     import torch
 
-    position = {int(iid): j for j, iid in enumerate(image_ids)}
-    per_image: list[list[int]] = [[] for _ in image_ids]
-    for i, r in enumerate(results):
-        j = position.get(int(r["image_id"]))
-        if j is None:
-            raise EvaluationError(f"detection #{i}: image_id {r['image_id']} not among the {len(image_ids)} image ids")
-        per_image[j].append(i)
+    results = list(results)
+    img = _int_column(results, "image_id", "detection")
+    xywh = _bbox_column(results, "detection")
+    labels = _int_column(results, "category_id", "detection")
+    scores = _number_column(results, "score", "detection")
+    ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
+    position = {int(iid): j for j, iid in enumerate(ids)}
+    if len(position) != len(ids):
+        raise EvaluationError(f"image_ids must be unique, got {len(ids) - len(position)} repeated")
+    where = np.asarray([position.get(int(i), -1) for i in img], dtype=np.int64)
+    if (where < 0).any():
+        i = int(np.flatnonzero(where < 0)[0])
+        raise EvaluationError(f"detection #{i}: image_id {img[i]} not among the {len(ids)} image ids")
+    order = np.argsort(where, kind="stable")
+    bounds = np.searchsorted(where[order], np.arange(len(ids) + 1))
+    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
     outputs = []
-    for rows in per_image:
-        xywh = np.asarray([results[i]["bbox"] for i in rows], dtype=np.float64).reshape(-1, 4)
-        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    for j in range(len(ids)):
+        rows = order[bounds[j] : bounds[j + 1]]
         outputs.append({
-            "boxes": torch.as_tensor(xyxy, dtype=torch.float32),
-            "labels": torch.as_tensor([results[i]["category_id"] for i in rows], dtype=torch.int64),
-            "scores": torch.as_tensor([results[i]["score"] for i in rows], dtype=torch.float32),
+            "boxes": torch.as_tensor(xyxy[rows].reshape(-1, 4), dtype=torch.float32),
+            "labels": torch.as_tensor(labels[rows], dtype=torch.int64),
+            "scores": torch.as_tensor(scores[rows], dtype=torch.float32),
         })
     return outputs

@@ -8,6 +8,11 @@ rounding, with COCOeval's ``computeIoU`` swapped for IoBB when ``overlap="iobb"`
   detections; overall AP/AR = mean over the classes that have ground truth (classes without ground truth get
   NaN and are left out, as COCO's ``summarize`` leaves out -1). Several thresholds: AP/AR are means over them.
 - TP/FP/FN per class after the score threshold and ``max_dets`` (``tp + fn`` = ground truths of the class).
+
+COCOeval's area range "all" is ``[0, 1e10]`` px², which excludes nothing in images under 100k px a side, so
+``area`` fields are not read; ``iscrowd=1`` annotations are rejected (MDF-Net has none). Ties in score keep
+COCO's order (per image by file order, across images by image id), and a detection whose best overlap is
+shared by several ground truths takes the last of them, as COCOeval's matching loop does.
 """
 
 from __future__ import annotations
@@ -276,6 +281,15 @@ def sweep(
     return evaluate(gt, dets, overlap, thresholds, max_dets, score_threshold).to_frame()
 
 
+def resample_images(num_images: int, n: int, seed: int) -> np.ndarray:
+    """Int64[n, num_images]: how often each image is drawn in each of ``n`` resamples with replacement
+    (each resample draws ``num_images`` images; rows sum to ``num_images``). Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, num_images, size=(n, num_images))
+    counts = np.bincount((np.arange(n)[:, None] * num_images + draws).ravel(), minlength=n * num_images)
+    return counts.reshape(n, num_images)
+
+
 def bootstrap(
     gt: dict | GroundTruth,
     dets: list,
@@ -300,10 +314,7 @@ def bootstrap(
     n_img, K, T = g.num_images, g.num_categories, len(m.thresholds)
     if n_img == 0:
         raise EvaluationError("ground truth has no images to resample")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_img, size=(n, n_img))
-    weights = np.bincount((np.arange(n)[:, None] * n_img + draws).ravel(), minlength=n * n_img)
-    weights = weights.reshape(n, n_img).astype(np.float64)  # [n, I] times each image was drawn
+    weights = resample_images(n_img, n, seed).astype(np.float64)  # [n, I] times each image was drawn
 
     ap = np.full((n, K), np.nan)
     ar = np.full((n, K), np.nan)
@@ -345,4 +356,4 @@ def bootstrap(
     )
 
 
-__all__ = ["REC_THRS", "BootstrapResult", "EvalResult", "bootstrap", "evaluate", "sweep"]
+__all__ = ["REC_THRS", "BootstrapResult", "EvalResult", "bootstrap", "evaluate", "resample_images", "sweep"]

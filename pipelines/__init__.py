@@ -1,0 +1,1 @@
+"""KFP pipeline definition (:mod:`pipelines.pipeline`), compiler CLI, local runner and ablation grids."""

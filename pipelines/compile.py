@@ -1,0 +1,83 @@
+"""Compile the MDF-Net pipeline to a KFP package (default ``pipelines/mdfnet_pipeline.yaml``, committed).
+
+    python pipelines/compile.py [--output FILE] [--registry R] [--gpu-node-selector k=v]
+                                [--gpu-toleration key=value:Effect | key:Effect] [--parallelism N]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "pipelines" / "mdfnet_pipeline.yaml"
+EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+app = typer.Typer(add_completion=False)
+
+
+def parse_node_selector(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"{text!r}: expected key=value, e.g. nvidia.com/gpu.present=true")
+    return key, value
+
+
+def parse_toleration(text: str) -> tuple[str, str | None, str]:
+    """``key=value:Effect`` (operator Equal) or ``key:Effect`` (operator Exists)."""
+    head, sep, effect = text.rpartition(":")
+    if not sep or effect not in EFFECTS or not head:
+        raise typer.BadParameter(f"{text!r}: expected key=value:Effect or key:Effect with Effect in {EFFECTS}")
+    key, eq, value = head.partition("=")
+    if not key:
+        raise typer.BadParameter(f"{text!r}: empty toleration key")
+    return key, (value if eq else None), effect
+
+
+def compile_pipeline(output: Path, registry: str | None = None, **options) -> Path:
+    """Compile with ``options`` (:class:`pipelines.pipeline.CompileOptions` fields) into ``output``."""
+    if registry:
+        os.environ["MDFNET_IMAGE_REGISTRY"] = registry
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from kfp import compiler
+
+    from pipelines.pipeline import CompileOptions, build_pipeline
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(CompileOptions(**options)), package_path=str(output))
+    return output
+
+
+@app.command()
+def main(
+    output: Annotated[Path, typer.Option("--output", help="Package file to write.")] = DEFAULT_OUTPUT,
+    registry: Annotated[str | None, typer.Option("--registry", help="Image registry (default MDFNET_IMAGE_REGISTRY "
+                                                 "or ghcr.io/mdfnet).")] = None,
+    gpu_node_selector: Annotated[str, typer.Option("--gpu-node-selector", help="k=v for the train task (default: "
+                                                   "the NVIDIA GPU operator's node label); '' for none.")
+                                 ] = "nvidia.com/gpu.present=true",
+    gpu_toleration: Annotated[str, typer.Option("--gpu-toleration", help="key=value:Effect or key:Effect; "
+                                                "'' for none.")] = "nvidia.com/gpu:NoSchedule",
+    parallelism: Annotated[int, typer.Option("--parallelism", min=1, help="Concurrent train/evaluate iterations.")] = 4,
+    train_timeout: Annotated[int, typer.Option("--train-timeout", min=1, help="Train pod deadline (s).")] = 86400,
+    train_retries: Annotated[int, typer.Option("--train-retries", min=0)] = 2,
+    secret: Annotated[str, typer.Option("--secret", help="Kubernetes Secret with S3/MLflow credentials; '' for "
+                                        "none.")] = "mdfnet-credentials",
+) -> None:
+    """Write the compiled pipeline package."""
+    path = compile_pipeline(
+        output, registry,
+        gpu_node_selector=parse_node_selector(gpu_node_selector) if gpu_node_selector else None,
+        gpu_toleration=parse_toleration(gpu_toleration) if gpu_toleration else None,
+        parallelism=parallelism, train_timeout_s=train_timeout, train_retries=train_retries, secret_name=secret,
+    )
+    typer.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app()

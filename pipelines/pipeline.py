@@ -1,0 +1,109 @@
+"""The MDF-Net KFP v2 pipeline: join → preprocess → expand_grid → ParallelFor(train → evaluate) → compare → register.
+
+Runtime parameters (set per run in the KFP UI or by :mod:`pipelines.run_local`): ``source_uri`` (local folder or
+``s3://bucket/prefix`` with the four source trees), ``preprocess_overrides`` (``PreprocessConfig`` keys, e.g.
+``image_size=512``), ``config_overrides`` (``TrainConfig`` keys, applied to every cell), ``grid`` (a file stem of
+``pipelines/grids``; the grids are embedded at compile time), ``seeds``, ``experiment`` (MLflow),
+``registered_model`` and ``max_steps`` (0 = train the configured epochs).
+
+Compile-time options (:class:`CompileOptions`): loop ``parallelism`` (KFP needs it as a constant), the GPU
+node selector / toleration of the train task, its timeout and retries, and the Kubernetes Secret whose keys
+reach every step as environment variables (:data:`SECRET_KEYS`; values never appear in the package).
+"""
+
+
+from dataclasses import dataclass, field  # no `from __future__ import annotations`: KFP reads real types
+from pathlib import Path
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+from components import _images
+from components.compare import compare
+from components.evaluate import evaluate
+from components.expand_grid import expand_grid
+from components.join import join
+from components.preprocess import preprocess
+from components.register import register
+from components.train import train
+from mdfnet.steps import load_grids
+
+GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+PIPELINE_NAME = "mdfnet"
+SECRET_KEYS = {
+    key: key
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL",
+                "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                "MLFLOW_TRACKING_TOKEN")
+}
+"""Secret key → env var. On clusters with KFP's MLflow plugin leave the MLFLOW_* keys out of the Secret (KFP
+injects them); the Secret is mounted with ``optional`` so absent keys are fine."""
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    parallelism: int = 4
+    gpu_node_selector: tuple[str, str] | None = None
+    gpu_toleration: tuple[str, str | None, str] | None = ("nvidia.com/gpu", None, "NoSchedule")
+    """(key, value or None for ``Exists``, effect)."""
+    train_timeout_s: int = 24 * 3600
+    train_retries: int = 2
+    secret_name: str = "mdfnet-credentials"
+    grids: dict[str, Any] = field(default_factory=lambda: load_grids(GRIDS_DIR))
+
+
+def _with_secret(task: dsl.PipelineTask, opts: CompileOptions) -> dsl.PipelineTask:
+    if opts.secret_name:
+        kubernetes.use_secret_as_env(task, secret_name=opts.secret_name, secret_key_to_env=SECRET_KEYS, optional=True)
+    return task
+
+
+def _gpu(task: dsl.PipelineTask, opts: CompileOptions) -> dsl.PipelineTask:
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    task.set_cpu_request("4").set_memory_request("16G")
+    task.set_retry(num_retries=opts.train_retries, backoff_duration="60s", backoff_factor=2)
+    kubernetes.set_timeout(task, opts.train_timeout_s)
+    if opts.gpu_node_selector:
+        kubernetes.add_node_selector(task, *opts.gpu_node_selector)
+    if opts.gpu_toleration:
+        key, value, effect = opts.gpu_toleration
+        kubernetes.add_toleration(task, key=key, operator="Equal" if value is not None else "Exists", value=value,
+                                  effect=effect)
+    return task
+
+
+def build_pipeline(opts: CompileOptions | None = None):
+    """The pipeline function for ``opts`` (compile it with ``kfp.compiler.Compiler`` or run it with kfp.local)."""
+    opts = opts or CompileOptions()
+    grids = opts.grids
+    images = _images.all_images()
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="MDF-Net: join, preprocess, ablation grid of GPU trainings "
+                  "with evaluation, comparison and champion registration; tracked in MLflow.")
+    def mdfnet_pipeline(
+        source_uri: str,
+        grid: str = "paper-variants",
+        seeds: list = [0],  # noqa: B006 (KFP reads defaults from the signature)
+        config_overrides: list = [],  # noqa: B006
+        preprocess_overrides: list = [],  # noqa: B006
+        experiment: str = "mdfnet",
+        registered_model: str = "mdfnet",
+        max_steps: int = 0,
+    ):
+        joined = _with_secret(join(source_uri=source_uri), opts).set_display_name("join")
+        pre = _with_secret(preprocess(joined=joined.outputs["joined"], overrides=preprocess_overrides), opts)
+        items = expand_grid(data=pre.outputs["data"], grids=grids, grid=grid, seeds=seeds, overrides=config_overrides,
+                            experiment=experiment, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, images=images)
+        _with_secret(items, opts).set_caching_options(False)
+        with dsl.ParallelFor(items.output, parallelism=opts.parallelism) as item:
+            trained = train(item=item, data=pre.outputs["data"], max_steps=max_steps)
+            _gpu(_with_secret(trained, opts), opts).set_caching_options(False)
+            scored = evaluate(model=trained.outputs["model"], data=pre.outputs["data"])
+            _with_secret(scored, opts).set_caching_options(False)
+        ranked = compare(results=dsl.Collected(scored.outputs["Output"]))
+        _with_secret(ranked, opts).set_caching_options(False)
+        reg = register(best=ranked.outputs["Output"], model_name=registered_model)
+        _with_secret(reg, opts).set_caching_options(False)
+
+    return mdfnet_pipeline

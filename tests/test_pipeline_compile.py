@@ -1,0 +1,147 @@
+"""Compiled KFP package: golden file, strict protobuf parse, GPU train task, step images, no secret values."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+import mdfnet
+from mdfnet.steps import load_grids
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "pipelines" / "mdfnet_pipeline.yaml"
+STEPS = ("join", "preprocess", "grid", "train", "evaluate", "compare", "register")
+FAKE_SECRETS = {"AWS_SECRET_ACCESS_KEY": "sekrit-aws-8c1f", "MLFLOW_TRACKING_PASSWORD": "sekrit-mlflow-2b9d",
+                "AWS_ACCESS_KEY_ID": "AKIAFAKEKEY123"}
+
+
+def compile_to(path: Path, *args: str) -> str:
+    """Run ``pipelines/compile.py`` in a fresh interpreter (images are fixed when components are imported), with
+    fake credentials in its environment that must not leak into the package."""
+    env = {k: v for k, v in os.environ.items() if k != "MDFNET_IMAGE_REGISTRY"} | FAKE_SECRETS
+    subprocess.run([sys.executable, str(ROOT / "pipelines" / "compile.py"), "--output", str(path), *args],
+                   check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    return path.read_text()
+
+
+@pytest.fixture(scope="module")
+def default_text(tmp_path_factory) -> str:
+    return compile_to(tmp_path_factory.mktemp("c") / "p.yaml")
+
+
+@pytest.fixture(scope="module")
+def custom_text(tmp_path_factory) -> str:
+    return compile_to(tmp_path_factory.mktemp("c") / "p.yaml", "--registry", "reg.example:5000/team/",
+                      "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-h100-80gb",
+                      "--gpu-toleration", "dedicated=gpu:NoExecute", "--parallelism", "7", "--train-retries", "3")
+
+
+def parse_strict(text: str):
+    """PipelineSpec + PlatformSpec + every KubernetesExecutorConfig, unknown fields rejected."""
+    docs = list(yaml.safe_load_all(text))
+    assert len(docs) == 2, "expected the pipeline spec and the platform spec"
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    k8s = {name: json_format.ParseDict(cfg, kubernetes_executor_config_pb2.KubernetesExecutorConfig(),
+                                       ignore_unknown_fields=False) for name, cfg in executors.items()}
+    return docs, spec, platform, k8s
+
+
+def test_committed_package_equals_a_fresh_compile(default_text):
+    assert GOLDEN.is_file(), "run `python pipelines/compile.py` and commit pipelines/mdfnet_pipeline.yaml"
+    assert default_text == GOLDEN.read_text(), "pipelines/mdfnet_pipeline.yaml is stale: recompile and commit it"
+
+
+def test_package_parses_strictly_and_has_the_expected_graph(default_text):
+    docs, spec, platform, k8s = parse_strict(default_text)
+    assert spec.pipeline_info.name == "mdfnet"
+    root = spec.root.dag.tasks
+    assert set(root) == {"join", "preprocess", "expand-grid", "for-loop-1", "compare", "register"}
+    loop = root["for-loop-1"]
+    assert loop.iterator_policy.parallelism_limit == 4
+    body = spec.components[loop.component_ref.name].dag.tasks
+    assert set(body) == {"train", "evaluate"}
+    assert set(spec.root.input_definitions.parameters) == {
+        "source_uri", "grid", "seeds", "config_overrides", "preprocess_overrides", "experiment", "registered_model",
+        "max_steps"}
+    # the grids travel inside the package (steps' images do not carry pipelines/grids)
+    grids = json_format.MessageToDict(root["expand-grid"].inputs.parameters["grids"].runtime_value.constant)
+    assert grids == load_grids(ROOT / "pipelines" / "grids")
+    assert set(k8s) == {f"exec-{s}" for s in ("join", "preprocess", "expand-grid", "train", "evaluate", "compare",
+                                              "register")}
+    assert not body["train"].caching_options.enable_cache and not root["expand-grid"].caching_options.enable_cache
+
+
+def test_train_task_requests_one_gpu_with_node_selector_toleration_timeout_retries(default_text, custom_text):
+    for text, selector, tol, retries in (
+        (default_text, {"nvidia.com/gpu.present": "true"}, ("nvidia.com/gpu", "Exists", "", "NoSchedule"), 2),
+        (custom_text, {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}, ("dedicated", "Equal", "gpu",
+                                                                                 "NoExecute"), 3),
+    ):
+        docs, spec, _, k8s = parse_strict(text)
+        res = spec.deployment_spec["executors"]["exec-train"]["container"]["resources"]
+        assert res["accelerator"]["resourceType"] == "nvidia.com/gpu" and res["accelerator"]["resourceCount"] == "1"
+        train = k8s["exec-train"]
+        assert dict(train.node_selector.labels) == selector
+        assert [(t.key, t.operator, t.value, t.effect) for t in train.tolerations] == [tol]
+        assert train.active_deadline_seconds == 86400
+        loop_tasks = [c.dag.tasks for c in spec.components.values() if "train" in c.dag.tasks]
+        assert loop_tasks[0]["train"].retry_policy.max_retry_count == retries
+        for name, cfg in k8s.items():  # only the train task is pinned to GPU nodes
+            if name != "exec-train":
+                assert not cfg.node_selector.labels and not cfg.tolerations
+                container = docs[0]["deploymentSpec"]["executors"][name]["container"]
+                assert "accelerator" not in container.get("resources", {})
+    assert parse_strict(custom_text)[1].root.dag.tasks["for-loop-1"].iterator_policy.parallelism_limit == 7
+
+
+def test_every_step_runs_in_its_versioned_image_which_has_a_dockerfile(default_text, custom_text):
+    for text, registry in ((default_text, "ghcr.io/mdfnet"), (custom_text, "reg.example:5000/team")):
+        images = {name: e["container"]["image"] for name, e in parse_strict(text)[1].deployment_spec["executors"].items()}
+        steps = set()
+        for image in images.values():
+            m = re.fullmatch(rf"{re.escape(registry)}/mdfnet-([a-z]+):{re.escape(mdfnet.__version__)}", image)
+            assert m, f"image {image!r} is not {registry}/mdfnet-<step>:{mdfnet.__version__}"
+            steps.add(m.group(1))
+        assert steps == set(STEPS)
+    for step in (*STEPS, "base"):
+        assert (ROOT / "images" / step / "Dockerfile").is_file(), f"images/{step}/Dockerfile missing"
+
+
+def test_credentials_come_from_a_secret_and_no_secret_value_is_in_the_package(default_text, custom_text):
+    for text in (default_text, custom_text):
+        for value in FAKE_SECRETS.values():
+            assert value not in text
+        _, _, _, k8s = parse_strict(text)
+        for name, cfg in k8s.items():
+            assert [s.secret_name for s in cfg.secret_as_env] == ["mdfnet-credentials"], name
+            envs = {k.env_var for k in cfg.secret_as_env[0].key_to_env}
+            assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI"} <= envs
+        docs = list(yaml.safe_load_all(text))
+        for ex in docs[0]["deploymentSpec"]["executors"].values():
+            assert not ex["container"].get("env"), "credentials must not be set as plain env"
+
+
+def test_compile_option_parsing():
+    sys.path.insert(0, str(ROOT))
+    from pipelines.compile import parse_node_selector, parse_toleration
+
+    assert parse_node_selector("a/b=c=d") == ("a/b", "c=d")
+    assert parse_toleration("nvidia.com/gpu=present:NoSchedule") == ("nvidia.com/gpu", "present", "NoSchedule")
+    assert parse_toleration("gpu:NoExecute") == ("gpu", None, "NoExecute")
+    for bad in ("gpu=x", "gpu=x:Sometimes", ":NoSchedule"):
+        with pytest.raises(typer.BadParameter):
+            parse_toleration(bad)
+    with pytest.raises(typer.BadParameter, match="key=value"):
+        parse_node_selector("novalue")

@@ -1,0 +1,88 @@
+"""The tiny pipeline end to end through ``kfp.local`` (SubprocessRunner): synthetic sources → join → preprocess →
+grid → train/evaluate per cell → compare → register, asserting what lands in a private sqlite MLflow store; then
+a second run with a worse model (no detection passes the score threshold) must not move the ``champion`` alias."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from mdfnet import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+pytestmark = pytest.mark.slow  # ~3 min on 2 busy cores: two pipeline runs, 22 task processes in all
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv(tracking.ENV_TRACKING_URI, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for k in (tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tmp_path
+
+
+def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capsys):
+    from mdfnet.data.synthetic import generate
+    from mdfnet.steps import grid_cells, load_grids
+    from pipelines.run_local import run_local
+
+    generate(env / "sources", n_studies=32, seed=0, image_size=80)
+    grids = load_grids(ROOT / "pipelines" / "grids")
+    n_cells, seeds = len(grid_cells(grids, "tiny")), (0, 1)
+    first = run_local(env / "sources", env / "w", grid="tiny", seeds=seeds, config_overrides=("train.epochs=1",),
+                      experiment="e2e", registered_model="e2e-model", max_steps=3)
+
+    client = tracking.configure()
+    runs = client.search_runs([first.experiment_id])
+    parents = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "pipeline"]
+    cells = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "cell"]
+    assert len(parents) == 1 and parents[0].info.run_id == first.pipeline_run_id
+    assert len(cells) == n_cells * len(seeds) == 4
+    assert {r.data.tags[tracking.TAG_PARENT] for r in cells} == {first.pipeline_run_id}
+    assert sorted(r.info.run_name for r in cells) == sorted(
+        f"{c['name']}-s{s}" for c in grid_cells(grids, "tiny") for s in seeds)
+    param_keys = {frozenset(r.data.params) for r in cells}
+    assert len(param_keys) == 1  # same param names in every run: the UI compares them column by column
+    assert {"variant", "fusion", "backbone", "feature_set", "seed", "cell", "grid", "model.variant",
+            "train.epochs"} <= set(next(iter(param_keys)))
+    assert {r.data.params["variant"] for r in cells} == {"baseline", "mdf"}
+    assert {r.data.params["seed"] for r in cells} == {"0", "1"}
+    for r in cells:
+        m = r.data.metrics
+        assert {"train/loss_total", "val/ap", "final/val/ap", "final/test/ap", "final/test/ar"} <= set(m)
+        assert all(math.isfinite(v) for v in m.values()), r.info.run_name
+        assert r.info.status == "FINISHED"
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"config", "evaluation"}
+    # the model of every cell run is an MLflow (pytorch flavour) logged model of the same experiment
+    logged = client.search_logged_models(experiment_ids=[first.experiment_id])
+    assert sorted(m.source_run_id for m in logged) == sorted(r.info.run_id for r in cells)
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mdfnet.dataset_fingerprint"] and parent.data.tags["image.train"].endswith("mdfnet-train:"
+                                                                                                         "0.1.0")
+    assert first.champion_version == "1"
+    assert "| 1 |" in first.comparison and "variant-mdf" in first.comparison
+    assert f"/#/experiments/{first.experiment_id}/runs" in first.summary()
+    assert "mlflow ui --backend-store-uri sqlite:///" in first.summary()
+
+    # a worse model: nothing passes score threshold 1.0, so its validation AP is 0 (<= the champion's)
+    champ_ap = client.get_run(client.get_model_version_by_alias("e2e-model", "champion").run_id).data.metrics[
+        tracking.SELECTION_METRIC]
+    second = run_local(env / "sources", env / "w", grid="tiny", seeds=(0,),
+                       config_overrides=("model.box_score_thresh=1.0",), experiment="e2e",
+                       registered_model="e2e-model", max_steps=1)
+    assert second.pipeline_run_id != first.pipeline_run_id
+    assert second.champion_version == "1"
+    v2 = client.get_model_version("e2e-model", "2")
+    assert v2.tags["mdfnet.champion_decision"] == "kept" and "alias kept" in v2.description
+    assert float(v2.tags["mdfnet.val_ap"]) == 0.0 <= champ_ap
+    assert client.get_run(second.pipeline_run_id).data.tags["mdfnet.champion_version"] == "1"
+    assert len(client.search_runs([first.experiment_id], f"tags.`{tracking.TAG_ROLE}` = 'cell'")) == 4 + n_cells
+    assert os.environ[tracking.ENV_TRACKING_URI] == first.tracking_uri

@@ -1,0 +1,280 @@
+"""Pipeline step functions (``mdfnet.steps``) without KFP: grids, sources, both MLflow tracking modes, compare,
+champion registration. One temporary sqlite MLflow store per module; tiny 64 px data from ``conftest``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from mdfnet import steps, tracking
+from mdfnet.data import schema
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.backbone=mobilenet_v3_small", "model.mask_head_channels=16", "train.batch_size=2", "train.epochs=1",
+        "train.num_workers=0", "train.device=cpu", "train.progress=false", "train.lr=0.01"]
+ONE_CELL = {"one": {"name": "one", "base": TINY, "cells": [{"name": "variant-mdf", "set": ["model.variant=mdf"]}]}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _env(tmp_path_factory):
+    """A private sqlite MLflow store and one torch thread (2 shared cores); environment restored afterwards."""
+    old_env = {k: os.environ.get(k) for k in (tracking.ENV_TRACKING_URI, tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID)}
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    os.environ[tracking.ENV_TRACKING_URI] = f"sqlite:///{db}"
+    for k in (tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID):
+        os.environ.pop(k, None)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+    for k, v in old_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def client(_env):
+    return tracking.configure()
+
+
+# ------------------------------------------------------------------------------------------ grids
+def test_repository_grids_resolve_to_the_papers_ablations():
+    grids = steps.load_grids(ROOT / "pipelines" / "grids")
+    assert {"paper-variants", "paper-fusion", "paper-backbones", "paper-features", "full", "tiny"} <= set(grids)
+    counts = {g: len(steps.grid_cells(grids, g)) for g in grids}
+    assert counts["paper-variants"] == 4 and counts["paper-fusion"] == 4 and counts["paper-backbones"] == 5
+    assert counts["paper-features"] == 10 and 2 <= counts["tiny"] <= 4
+    assert counts["full"] == 4 + 4 + 5 + 10  # includes all (config-level duplicates are dropped by expand_grid)
+    from mdfnet.train import config_from_sources
+
+    feats = [tuple(config_from_sources(None, c["set"]).data.features) for c in steps.grid_cells(grids, "paper-features")]
+    assert len(set(map(frozenset, feats))) == 10 and all("gender" in f for f in feats if len(f) <= 3)
+
+
+def test_grid_cells_base_include_and_errors():
+    grids = {"a": {"name": "a", "base": ["train.epochs=3"], "cells": [{"name": "x", "set": ["model.fusion=sum"]}]},
+             "b": {"name": "b", "base": ["seed=1"], "include": ["a"],
+                   "cells": [{"name": "y", "set": ["model.fusion=hadamard"]}, {"name": "x2", "set": ["model.fusion=sum"]}]},
+             "loop": {"name": "loop", "include": ["loop"]},
+             "clash": {"name": "clash", "cells": [{"name": "x", "set": ["a=1"]}, {"name": "x", "set": ["a=2"]}]}}
+    cells = steps.grid_cells(grids, "b")
+    assert [(c["name"], c["base"], c["set"]) for c in cells] == [
+        ("x", ["seed=1", "train.epochs=3"], ["model.fusion=sum"]),
+        ("y", ["seed=1"], ["model.fusion=hadamard"]),
+        ("x2", ["seed=1"], ["model.fusion=sum"]),
+    ]
+    with pytest.raises(steps.StepError, match="unknown grid 'nope'"):
+        steps.grid_cells(grids, "nope")
+    with pytest.raises(steps.StepError, match="includes itself"):
+        steps.grid_cells(grids, "loop")
+    with pytest.raises(steps.StepError, match="two different cells are named 'x'"):
+        steps.grid_cells(grids, "clash")
+
+
+def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
+    grids = {"g": {"name": "g", "base": TINY, "cells": [
+        {"name": "mdf", "set": ["model.variant=mdf"]},
+        {"name": "mdf-sum", "set": ["model.variant=mdf", "model.fusion=sum"]},  # same config as `mdf`: dropped
+        {"name": "base", "feature_set": "none", "set": ["model.variant=baseline", "data.features=[]"]}]}}
+    items = steps.expand_grid(grids, "g", [3, 1], ["train.lr=0.5"], tiny_preprocessed, "exp-grid", "run-a")
+    assert [(i["cell"], i["seed"], i["run_name"]) for i in items] == [
+        ("mdf", 3, "mdf-s3"), ("mdf", 1, "mdf-s1"), ("base", 3, "base-s3"), ("base", 1, "base-s1")]
+    assert items[2]["labels"] == {"variant": "baseline", "fusion": "sum", "backbone": "mobilenet_v3_small",
+                                  "feature_set": "none"}
+    assert items[0]["labels"]["feature_set"] == "all"
+    assert items[0]["overrides"] == [*TINY, "train.lr=0.5", "model.variant=mdf"]  # base ← pipeline ← cell
+    parent = client.get_run(items[0]["parent_run_id"])
+    assert parent.info.run_name == "run-a" and {i["parent_run_id"] for i in items} == {parent.info.run_id}
+    assert parent.data.tags[tracking.TAG_FINGERPRINT] == tracking.dataset_fingerprint(tiny_preprocessed)
+    assert parent.data.params["runs"] == "4" and parent.data.params["seeds"] == "3,1"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "reports")} >= {"reports/cleaning.csv"}
+    with pytest.raises(steps.StepError, match="distinct"):
+        steps.expand_grid(grids, "g", [1, 1], [], tiny_preprocessed, "exp-grid", "run-b")
+    from mdfnet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.fusion"):
+        steps.expand_grid(grids, "g", [0], ["model.fusion=nope"], tiny_preprocessed, "exp-grid", "run-c")
+
+
+# ------------------------------------------------------------------------------------------ sources
+def test_fetch_source_local_s3_and_errors(tmp_path, monkeypatch):
+    assert steps.fetch_source(str(tmp_path), tmp_path / "x") == tmp_path
+    with pytest.raises(steps.StepError, match="not an existing folder"):
+        steps.fetch_source(str(tmp_path / "missing"), tmp_path / "x")
+    with pytest.raises(steps.StepError, match="unsupported scheme 'gs'"):
+        steps.fetch_source("gs://b/p", tmp_path / "x")
+    import boto3
+    from moto import mock_aws
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="src")
+        s3.put_object(Bucket="src", Key="data/reflacx/a.csv", Body=b"id\n1\n")
+        s3.put_object(Bucket="src", Key="data/mimic-iv/hosp/p.csv", Body=b"\x00\x01")
+        s3.put_object(Bucket="src", Key="database/other.csv", Body=b"not under the prefix")
+        out = steps.fetch_source("s3://src/data", tmp_path / "dl")
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+            "mimic-iv/hosp/p.csv", "reflacx/a.csv"]
+        assert (out / "mimic-iv/hosp/p.csv").read_bytes() == b"\x00\x01"
+        with pytest.raises(steps.StepError, match="holds no objects"):
+            steps.fetch_source("s3://src/empty", tmp_path / "dl2")
+
+
+# ------------------------------------------------------------------------------------------ tracking modes
+def _run_cell(data, tmp: Path, experiment: str) -> dict:
+    items = steps.expand_grid(ONE_CELL, "one", [0], [], data, experiment, "pipe")
+    assert len(items) == 1
+    steps.train_step(items[0], data, tmp / "model", max_steps=2)
+    res = steps.evaluate_step(tmp / "model", data, tmp / "eval", batch_size=4)
+    best = steps.compare([res])["best"]
+    decision = steps.register(best, f"model-{experiment}")
+    return {"item": items[0], "result": res, "decision": decision}
+
+
+def _shape(client, run_id: str) -> dict:
+    run = client.get_run(run_id)
+    hist = client.get_metric_history(run_id, "train/loss_total")
+    return {"name": run.info.run_name, "params": set(run.data.params), "metrics": set(run.data.metrics),
+            "epochs_logged": len(hist)}
+
+
+def test_both_tracking_modes_give_the_same_runs(tiny_preprocessed, tmp_path, client, monkeypatch):
+    # self mode: the steps create the pipeline run and one nested cell run
+    own = _run_cell(tiny_preprocessed, tmp_path / "self", "exp-self")
+    cell = client.get_run(own["result"]["run_id"])
+    parent_id = own["item"]["parent_run_id"]
+    assert cell.data.tags[tracking.TAG_PARENT] == parent_id and cell.data.tags[tracking.TAG_MODE] == "self"
+    assert cell.info.status == "FINISHED" and client.get_run(parent_id).info.status == "FINISHED"
+    exp_self = cell.info.experiment_id
+    assert len(client.search_runs([exp_self])) == 2
+
+    # plugin mode (KEP-12862), simulated: KFP made the pipeline run and one nested run per task beforehand
+    exp_id = client.create_experiment("exp-plugin")
+    pipe = client.create_run(exp_id, run_name="kfp-pipeline-run").info.run_id
+    task_runs = {t: client.create_run(exp_id, run_name=t, tags={tracking.TAG_PARENT: pipe}).info.run_id
+                 for t in ("expand-grid", "train-iter-0", "evaluate-iter-0", "compare", "register")}
+    monkeypatch.setenv(tracking.ENV_EXPERIMENT_ID, exp_id)
+    monkeypatch.setenv(tracking.ENV_RUN_ID, task_runs["expand-grid"])
+    items = steps.expand_grid(ONE_CELL, "one", [0], [], tiny_preprocessed, "ignored-in-plugin-mode", "pipe")
+    assert items[0]["parent_run_id"] == pipe and items[0]["experiment_id"] == exp_id
+    monkeypatch.setenv(tracking.ENV_RUN_ID, task_runs["train-iter-0"])
+    info = steps.train_step(items[0], tiny_preprocessed, tmp_path / "plugin" / "model", max_steps=2)
+    assert info["run_id"] == task_runs["train-iter-0"] and info["mode"] == "kfp-plugin"
+    monkeypatch.setenv(tracking.ENV_RUN_ID, task_runs["evaluate-iter-0"])
+    res = steps.evaluate_step(tmp_path / "plugin" / "model", tiny_preprocessed, tmp_path / "plugin" / "eval")
+    monkeypatch.setenv(tracking.ENV_RUN_ID, task_runs["register"])
+    steps.register(steps.compare([res])["best"], "model-exp-plugin")
+    monkeypatch.delenv(tracking.ENV_RUN_ID)
+
+    assert len(client.search_runs([exp_id])) == 6  # nothing created
+    assert client.get_experiment_by_name("ignored-in-plugin-mode") is None
+    plugin_cell = client.get_run(task_runs["train-iter-0"])
+    assert plugin_cell.data.tags[tracking.TAG_MODE] == "kfp-plugin"
+    assert plugin_cell.info.status == "RUNNING"  # KFP ends its own runs
+    assert client.get_run(pipe).data.tags["mdfnet.registered_version"] == "1"
+
+    a, b = _shape(client, own["result"]["run_id"]), _shape(client, task_runs["train-iter-0"])
+    assert a == b
+    assert a["name"] == "variant-mdf-s0" and a["epochs_logged"] == 1
+    assert {"cell", "grid", "variant", "fusion", "backbone", "feature_set", "seed", "model.variant",
+            "train.lr", "data.features"} <= a["params"]
+    assert {"train/loss_total", "train/loss_classifier", "train/sigma/loss_classifier", "val/ap", "val/ar",
+            "final/val/ap", "final/val/ar", "final/test/ap", "final/test/ar"} <= a["metrics"]
+    metrics = client.get_run(own["result"]["run_id"]).data.metrics
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert metrics["final/val/ap"] == own["result"]["metrics"]["final/val/ap"]
+    arts = {f.path for f in client.list_artifacts(own["result"]["run_id"], "evaluation")}
+    assert {"evaluation/metrics.json", "evaluation/predictions_test.json", "evaluation/plots"} <= arts
+    saved = json.loads((tmp_path / "self" / "eval" / "metrics.json").read_text())
+    assert saved["metrics"] == own["result"]["metrics"] and set(saved["test"]["per_class"]) == set(schema.CLASSES)
+    assert own["decision"]["promoted"] and own["decision"]["champion_version"] == "1"
+
+
+def test_evaluate_step_rejects_a_folder_without_run_info(tmp_path, tiny_preprocessed):
+    with pytest.raises(steps.StepError, match="run.json not found"):
+        steps.evaluate_step(tmp_path, tiny_preprocessed, tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------ compare / register
+def _summary(cell: str, seed: int, val_ap: float, **kw) -> dict:
+    return {"cell": cell, "seed": seed, "run_name": f"{cell}-s{seed}", "labels": {"variant": cell},
+            "metrics": {"final/val/ap": val_ap, "final/test/ap": val_ap / 2}, **kw}
+
+
+def test_compare_ranks_cells_by_mean_val_ap_over_seeds():
+    res = steps.compare([_summary("a", 0, 0.9), _summary("a", 1, 0.1), _summary("b", 0, 0.6), _summary("b", 1, 0.5),
+                         _summary("c", 0, math.nan), _summary("d", 0, 0.52)])
+    assert [r["cell"] for r in res["ranking"]] == ["b", "d", "a", "c"]  # a: mean 0.5; c: no finite AP → last
+    assert res["best"]["run_name"] == "b-s0"
+    assert res["ranking"][0]["mean_val_ap"] == pytest.approx(0.55)
+    assert "| 1 | b | b |" in res["markdown"] and "55.00 ± 7.07" in res["markdown"]
+    assert "<td>b</td>" in res["html"]
+    tie = steps.compare([_summary("z", 0, 0.3), _summary("y", 0, 0.3)])
+    assert tie["best"]["cell"] == "y"
+    with pytest.raises(steps.StepError, match="at least one"):
+        steps.compare([])
+
+
+def test_register_moves_champion_only_for_a_better_model(client):
+    exp = tracking.get_or_create_experiment(client, "exp-champion")
+    model = torch.nn.Linear(2, 1)
+
+    def candidate(ap: float) -> dict:
+        run_id = client.create_run(exp).info.run_id
+        client.log_metric(run_id, tracking.SELECTION_METRIC, ap)
+        uri = tracking.log_torch_model(client, run_id, model)
+        return {"run_id": run_id, "model_uri": uri, "metrics": {tracking.SELECTION_METRIC: ap}}
+
+    name = "champion-test"
+    first = steps.register(candidate(0.5), name)
+    assert first["promoted"] and first["champion_version"] == "1"
+    worse = steps.register(candidate(0.2), name)
+    assert not worse["promoted"] and worse["champion_version"] == "1" and worse["version"] == "2"
+    assert "alias kept" in worse["reason"] and worse["champion_val_ap"] == pytest.approx(0.5)
+    assert client.get_model_version(name, "2").tags["mdfnet.champion_decision"] == "kept"
+    tie = steps.register(candidate(0.5), name)
+    assert not tie["promoted"] and tie["champion_version"] == "1"
+    better = steps.register(candidate(0.7), name)
+    assert better["promoted"] and better["champion_version"] == "4"
+    nan = steps.register(candidate(math.nan), name)
+    assert not nan["promoted"] and nan["champion_version"] == "4"
+    with pytest.raises(steps.StepError, match="model_uri"):
+        steps.register({"run_id": "x"}, name)
+
+
+def test_join_from_s3_gives_a_self_contained_dataset_that_preprocesses(tmp_path, monkeypatch):
+    """Sources in a (moto) bucket: the joined folder carries its images, so preprocess works after the
+    temporary download is gone; reports count what the tables hold."""
+    import boto3
+    from conftest import tiny_sources
+    from moto import mock_aws
+
+    src = tiny_sources(tmp_path / "src", n=12)
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="mimic")
+        for f in src.rglob("*"):
+            if f.is_file():
+                s3.upload_file(str(f), "mimic", f"eye/{f.relative_to(src).as_posix()}")
+        joined = steps.join_step("s3://mimic/eye", tmp_path / "joined")
+    assert joined["n_input"] == 12 and joined["n_kept"] + sum(joined["exclusions"].values()) == 12
+    assert f"{joined['n_kept']} of 12 REFLACX readings kept" in joined["report_markdown"]
+    assert len(list((tmp_path / "joined" / "images").rglob("*.jpg"))) == joined["n_kept"]
+    pre = steps.preprocess_step(tmp_path / "joined", tmp_path / "pre", ["image_size=32", "workers=1"])
+    assert sum(pre["splits"].values()) == joined["n_kept"] == pre["n_images"]
+    assert "## Cleaning" in pre["report_markdown"] and "| train |" in pre["report_markdown"]

@@ -260,25 +260,28 @@ def _to_device(batch, device: torch.device):
     return images, clinical, targets
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` (never a half-written file)."""
+@contextlib.contextmanager
+def _atomic_target(path: Path):
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` (never a half-written file)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file next to ``path``, then ``os.replace``."""
+    with _atomic_target(path) as tmp:
+        torch.save(obj, tmp)
+
+
 def atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
+    """Copy ``src`` to ``dst`` through a temporary file and ``os.replace``."""
+    with _atomic_target(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _collate():

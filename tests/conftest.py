@@ -56,3 +56,16 @@ def tiny_preprocessed(tiny_joined, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_pre")
     preprocess(tiny_joined, out, PreprocessConfig(image_size=64, fractions=(0.5, 0.25, 0.25), seed=0, workers=1))
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's torch work on one intra-op thread: tiny tensors gain nothing from more, and on a shared
+    2-core machine OpenMP's busy-waiting threads make such tests several times slower. Restored afterwards.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -28,15 +28,7 @@ FUSION_OPS = sorted(FUSIONS)
 CASES = [("baseline", "sum"), ("msf1d", "sum")] + [(v, f) for v in ("msf3d", "mdf") for f in FUSION_OPS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's busy-waiting
-    threads make these tests several times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def make_batch(seed: int = 0, size: int = S, num_numeric: int = 9, num_categorical: int = 1):
     """Two images: the first with two boxes, the second with none."""

@@ -16,16 +16,7 @@ from mdfnet.model import (
     uncertainty_weighted_loss,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's busy-waiting
-    threads make these tests several times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_uncertainty_loss_hand_computed_value_and_gradients():
     # L = Σ 0.5·exp(-s)·L + s with L_a = 2, s_a = 0 and L_b = 0.5, s_b = log 4:

@@ -45,6 +45,14 @@ def client(_env):
 
 
 # ------------------------------------------------------------------------------------------ grids
+
+def _fake_aws_env(monkeypatch) -> None:
+    """Credentials for moto's in-process S3 and no endpoint override (boto3 then talks to moto)."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+
 def test_repository_grids_resolve_to_the_papers_ablations():
     grids = steps.load_grids(ROOT / "pipelines" / "grids")
     assert {"paper-variants", "paper-fusion", "paper-backbones", "paper-features", "full", "tiny"} <= set(grids)
@@ -113,10 +121,7 @@ def test_fetch_source_local_s3_and_errors(tmp_path, monkeypatch):
     import boto3
     from moto import mock_aws
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    _fake_aws_env(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="src")
@@ -261,10 +266,7 @@ def test_join_from_s3_gives_a_self_contained_dataset_that_preprocesses(tmp_path,
     from moto import mock_aws
 
     src = tiny_sources(tmp_path / "src", n=12)
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    _fake_aws_env(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="mimic")

@@ -42,15 +42,7 @@ CHECKPOINT_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's busy-waiting
-    threads make these tests several times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def tiny_cfg(*overrides: str) -> TrainConfig:
     return config_from_sources(None, TINY + list(overrides))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,8 +46,33 @@ def demo(out: Path, studies: int = 48, grid: str = "tiny", force: bool = False) 
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
     cmd = [sys.executable, str(RUN_LOCAL), "--source", str(sources), "--workdir", str(out), "--grid", grid,
            "--experiment", "mdfnet-demo", "--model-name", "mdfnet-demo"]
-    log.info("running %s", " ".join(cmd))
-    return subprocess.run(cmd, env=env, check=False).returncode
+    log_path = out / "pipeline.log"
+    log.info("running %s (full task logs: %s)", " ".join(cmd), log_path)
+    return _run_condensed(cmd, env, log_path)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STATUS = re.compile(r"(Executing task|Task .* finished with status|Pipeline .* finished with status)")
+SUMMARY_START = "MLflow experiment:"
+
+
+def _run_condensed(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
+    """Run ``cmd``; all output goes to ``log_path``; the console gets task status lines and the final summary.
+
+    kfp.local streams every task's full log (≈1,000 lines for the tiny grid), which buries the outcome."""
+    with log_path.open("w") as sink, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                      text=True, bufsize=1) as proc:
+        in_summary = False
+        for line in proc.stdout:  # type: ignore[union-attr]
+            sink.write(line)
+            plain = _ANSI.sub("", line).rstrip("\n")
+            in_summary = in_summary or plain.startswith(SUMMARY_START)
+            if in_summary or _STATUS.search(plain) or "Traceback" in plain or "ERROR" in plain:
+                typer.echo(plain)
+        code = proc.wait()
+    if code != 0:
+        log.error("pipeline failed (exit code %d); see %s", code, log_path)
+    return code
 
 
 def main(

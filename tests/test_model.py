@@ -266,3 +266,12 @@ def test_model_config_rejects_unknown_backbone():
         from_dict(ModelConfig, {"backbone": "vgg"})
     with pytest.raises(ConfigError, match="not one of"):
         from_dict(ModelConfig, {"fusion": "max"})
+
+
+def test_anchors_too_large_for_the_image_size_are_reported(caplog):
+    caplog.set_level("WARNING", logger="mdfnet.model.build")
+    build_model(ModelConfig(variant="baseline", use_mask=False), 0, 0, 64)  # paper anchors 32..512 at 64 px
+    assert "model.anchor_sizes=[4, 8, 16, 32, 64]" in caplog.text
+    caplog.clear()
+    build_model(ModelConfig(variant="baseline", use_mask=False, anchor_sizes=(8, 16, 32, 64)), 0, 0, 64)
+    assert caplog.text == ""

@@ -18,6 +18,7 @@ The rest is torchvision's: ``AnchorGenerator`` (sizes 32..512, ratios 0.5/1/2 on
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from torch import nn
@@ -34,6 +35,8 @@ from mdfnet.model.config import ModelConfig
 from mdfnet.model.detector import FEATURE_KEY, FixedSizeTransform, FusedFeatures, ImageFeatures, MDFNet
 from mdfnet.model.fusion import build_fusion
 from mdfnet.model.heads import ClinicalRoIPool, ClinicalTwoMLPHead
+
+log = logging.getLogger(__name__)
 
 NUM_CLASSES = len(CLASSES) + 1  # + background
 ROI_SIZE = 7
@@ -94,6 +97,12 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
         features = ImageFeatures(image_backbone)
 
     channels = cfg.out_channels
+    if min(cfg.anchor_sizes) * 4 > image_size:
+        # anchors are in cached-image pixels: the paper's 32..512 suit 512 px; at 64 px they cover the whole
+        # image and the detector learns next to nothing (measured: val AP 0.01 vs 0.12 with 8..64)
+        log.warning("model.anchor_sizes=%s are large for %d px images (smallest anchor > 1/4 of the image); "
+                    "scale them with the image, e.g. model.anchor_sizes=%s", list(cfg.anchor_sizes), image_size,
+                    [max(1, round(a * image_size / 512)) for a in cfg.anchor_sizes])
     anchors = AnchorGenerator(sizes=(tuple(cfg.anchor_sizes),), aspect_ratios=(tuple(cfg.aspect_ratios),))
     rpn = RegionProposalNetwork(
         anchors,

@@ -1,7 +1,16 @@
-"""Run the whole pipeline on this machine with ``kfp.local`` (SubprocessRunner, no containers, no cluster).
+"""Run the whole pipeline on this machine with ``kfp.local``, no cluster.
 
     python pipelines/run_local.py --source data/demo/sources [--grid tiny] [--seeds 0 --seeds 1]
     python pipelines/run_local.py --synth 48 --workdir data/local      # generate synthetic sources first
+    python pipelines/run_local.py --runner docker --registry local --source s3://bucket/sources   # in the images
+
+Runners: ``subprocess`` (default; every task in this Python, no containers) or ``docker`` (every task in its step
+image ``<registry>/mdfnet-<step>:<version>``, built by ``images/build.sh``, through ``kfp.local.DockerRunner``
+and the engine at ``DOCKER_HOST``). The containers use the host's network (so they reach MLflow/S3 servers on
+loopback), get the MLflow/S3 variables of this environment that are set (:func:`container_environment`) and
+run as the images' uid 1000: the pipeline root ``WORKDIR/kfp`` is made world-writable, and it is the only host
+folder they see, so with ``docker`` the source must be ``s3://…`` (or inside that folder) and the tracking
+URI an MLflow server (``http(s)://``), not a file store on this machine.
 
 MLflow: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db`` with artefacts in ``<cwd>/mlartifacts``.
 At the end it prints the experiment, the comparison table, the champion version, the ``mlflow ui`` command and
@@ -10,12 +19,15 @@ the link to the experiment's runs table.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlparse
 
 import typer
 
@@ -27,6 +39,10 @@ from mdfnet import tracking  # noqa: E402
 
 log = logging.getLogger("mdfnet.run_local")
 TINY_PREPROCESS = ("image_size=64", "workers=1")
+RUNNERS = ("subprocess", "docker")
+CONTAINER_ENV = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN", "OMP_NUM_THREADS", "NO_PROXY", "no_proxy")
+"""Passed to the step containers (if set) besides ``MLFLOW_TRACKING_URI`` and the pipeline's Secret keys
+(:data:`pipelines.pipeline.SECRET_KEYS`: S3 credentials and endpoints, MLflow credentials)."""
 
 
 @dataclass
@@ -52,27 +68,86 @@ class LocalRun:
 def run_local(source: str | Path, workdir: str | Path, grid: str = "tiny", seeds: tuple[int, ...] = (0,),
               config_overrides: tuple[str, ...] = (), preprocess_overrides: tuple[str, ...] = TINY_PREPROCESS,
               experiment: str = "mdfnet-local", registered_model: str = "mdfnet-local", max_steps: int = 0,
-              tracking_uri: str | None = None) -> LocalRun:
-    """Run the pipeline with kfp.local (pipeline root ``workdir/kfp``) and read the outcome back from MLflow."""
+              tracking_uri: str | None = None, runner: str = "subprocess", registry: str | None = None) -> LocalRun:
+    """Run the pipeline with kfp.local (pipeline root ``workdir/kfp``) and read the outcome back from MLflow.
+
+    ``runner``: ``subprocess`` or ``docker`` (module docstring). ``registry``: image registry of the step images
+    (default ``MDFNET_IMAGE_REGISTRY`` or ``ghcr.io/mdfnet``); it is exported as ``MDFNET_IMAGE_REGISTRY``.
+    """
     import kfp.local
 
-    from pipelines.pipeline import CompileOptions, build_pipeline
-
+    if runner not in RUNNERS:
+        raise ValueError(f"runner {runner!r}: expected one of {RUNNERS}")
     uri = tracking_uri or tracking.resolve_tracking_uri()
     os.environ[tracking.ENV_TRACKING_URI] = uri  # task subprocesses inherit it
     # tiny local models gain nothing from intra-op threads; busy-waiting OpenMP threads on a small shared
     # machine make them several times slower (set OMP_NUM_THREADS yourself to override)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     workdir = Path(workdir).resolve()
-    (workdir / "kfp").mkdir(parents=True, exist_ok=True)
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "kfp"),
-                   raise_on_error=True)
+    root = workdir / "kfp"
+    root.mkdir(parents=True, exist_ok=True)
+    source_uri = str(Path(source).resolve()) if "://" not in str(source) else str(source)
+    build_pipeline, CompileOptions = _pipeline_module(registry)
+    if runner == "docker":
+        check_container_inputs(uri, source_uri, root)
+        root.chmod(0o777)  # the step images run as uid 1000 and write their outputs here
+        task_runner = kfp.local.DockerRunner(network_mode="host", environment=container_environment())
+    else:
+        task_runner = kfp.local.SubprocessRunner(use_venv=False)
+    kfp.local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=True)
     pipeline = build_pipeline(CompileOptions(parallelism=1, secret_name=""))
-    pipeline(source_uri=str(Path(source).resolve()) if "://" not in str(source) else str(source), grid=grid,
-             seeds=list(seeds), config_overrides=list(config_overrides),
+    pipeline(source_uri=source_uri, grid=grid, seeds=list(seeds), config_overrides=list(config_overrides),
              preprocess_overrides=list(preprocess_overrides), experiment=experiment,
              registered_model=registered_model, max_steps=max_steps)
     return read_outcome(uri, experiment, registered_model)
+
+
+COMPONENT_IMAGES = {"join": "join", "preprocess": "preprocess", "expand_grid": "grid", "train": "train",
+                    "evaluate": "evaluate", "compare": "compare", "register": "register"}
+"""Component (module ``components.<name>``, function ``<name>``) → its step image name."""
+
+
+def _pipeline_module(registry: str | None):
+    """``(build_pipeline, CompileOptions)`` with the components' images in ``registry`` (if given).
+
+    Components take their image when their module is imported; if they were imported earlier for another
+    registry (e.g. by another test in this process), the component modules and the pipeline are re-imported."""
+    from components import _images
+
+    if registry:
+        os.environ[_images.REGISTRY_ENV] = registry
+    import pipelines.pipeline as pp
+
+    modules = {name: sys.modules[f"components.{name}"] for name in COMPONENT_IMAGES}
+    if any(getattr(modules[name], name).component_spec.implementation.container.image != _images.image(step)
+           for name, step in COMPONENT_IMAGES.items()):
+        for module in modules.values():
+            importlib.reload(module)
+        pp = importlib.reload(pp)
+    return pp.build_pipeline, pp.CompileOptions
+
+
+def container_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default ``os.environ``) that the step containers need and that are set:
+    ``MLFLOW_TRACKING_URI``, the pipeline Secret's keys and :data:`CONTAINER_ENV`. Values are taken as they
+    are (never defaults), so no credential is invented or written anywhere."""
+    from pipelines.pipeline import SECRET_KEYS
+
+    env = os.environ if environ is None else environ
+    names = dict.fromkeys([tracking.ENV_TRACKING_URI, *SECRET_KEYS.values(), *CONTAINER_ENV])
+    return {k: env[k] for k in names if env.get(k)}
+
+
+def check_container_inputs(tracking_uri: str, source_uri: str, pipeline_root: Path) -> None:
+    """Raise ``ValueError`` if the step containers could not reach the tracking store or the source: they see
+    the host's network and only the pipeline root of its files."""
+    if urlparse(tracking_uri).scheme not in ("http", "https"):
+        raise ValueError(f"runner 'docker': tracking URI {tracking_uri!r} is a store on this machine that the step "
+                         "containers cannot open; use an MLflow server (MLFLOW_TRACKING_URI=http://host:port)")
+    if "://" not in source_uri and not Path(source_uri).resolve().is_relative_to(pipeline_root.resolve()):
+        raise ValueError(f"runner 'docker': source {source_uri!r} is not visible in the containers (only the "
+                         f"pipeline root {str(pipeline_root)!r} is mounted); use s3://bucket/prefix or a folder "
+                         "inside the pipeline root")
 
 
 def read_outcome(uri: str, experiment: str, registered_model: str) -> LocalRun:
@@ -105,6 +180,10 @@ def main(
     experiment: Annotated[str, typer.Option("--experiment")] = "mdfnet-local",
     model_name: Annotated[str, typer.Option("--model-name")] = "mdfnet-local",
     max_steps: Annotated[int, typer.Option("--max-steps", help="0 = the configured epochs.")] = 0,
+    runner: Annotated[str, typer.Option("--runner", help="subprocess (this Python) or docker (the step "
+                                        "images, via DOCKER_HOST).")] = "subprocess",
+    registry: Annotated[str | None, typer.Option("--registry", help="Step image registry (default "
+                                                 "MDFNET_IMAGE_REGISTRY or ghcr.io/mdfnet).")] = None,
 ) -> None:
     """Run the MDF-Net pipeline locally with kfp.local and print the MLflow outcome."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -117,7 +196,8 @@ def main(
         raise typer.BadParameter("give --source DIR (or --synth N to generate synthetic sources)")
     out = run_local(source, workdir, grid=grid, seeds=tuple(seeds or (0,)), config_overrides=tuple(overrides or ()),
                     preprocess_overrides=tuple(pre_overrides) if pre_overrides else TINY_PREPROCESS,
-                    experiment=experiment, registered_model=model_name, max_steps=max_steps)
+                    experiment=experiment, registered_model=model_name, max_steps=max_steps, runner=runner,
+                    registry=registry)
     typer.echo(out.summary())
 
 

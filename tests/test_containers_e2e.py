@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import S3_CREDS, Service, bucket_objects, mlflow_with_s3, no_proxy_for_loopback
+from servers import S3_CREDS, Service, bucket_objects, file_tail, mlflow_with_s3, no_proxy_for_loopback
 
 import mdfnet
 from components import _images
@@ -71,10 +71,6 @@ def in_containers(test):
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _tail(path: Path, n: int = 4000) -> str:
-    return path.read_bytes()[-n:].decode("utf-8", "replace") if path.is_file() else f"({path} not written)"
-
-
 def _docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
     """The docker CLI against ``DOCKER_HOST`` of this process; a failure fails the test with the CLI's output."""
     out = subprocess.run([shutil.which("docker") or "docker", *args], capture_output=True, text=True,
@@ -106,7 +102,7 @@ def _run_logged(argv: list[str], log: Path, what: str, timeout: float, **kw) -> 
         except subprocess.TimeoutExpired:
             code = f"timeout after {timeout:.0f} s"
     if code != 0:
-        pytest.fail(f"{what} failed ({code}); {log}:\n{_tail(log)}", pytrace=False)
+        pytest.fail(f"{what} failed ({code}); {log}:\n{file_tail(log, 4000)}", pytrace=False)
     return time.monotonic() - t0
 
 
@@ -180,7 +176,7 @@ def engine(timings):
     finally:
         svc.stop(timeout=30)
         if svc.proc.returncode not in (0, -15):  # not a clean shutdown on SIGTERM: show why
-            sys.stderr.write(f"dockerd exited with {svc.proc.returncode}; log tail:\n{_tail(d / 'dockerd.log')}\n")
+            sys.stderr.write(f"dockerd exited with {svc.proc.returncode}; log tail:\n{svc.log_tail(4000)}\n")
         for point in reversed(_mounts_under(d / "exec")):  # dockerd leaves its netns bind mount behind
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 

@@ -1,21 +1,24 @@
-"""Does clinical fusion help on the synthetic data? Variants × seeds on one generated dataset, scored on val and test.
+"""Does clinical fusion help on the synthetic data? Variants × seeds × generated datasets, scored on val and test.
 
-    python benchmarks/ablation_synthetic.py [--studies 600] [--image-size 64] [--variants baseline,msf1d,mdf]
-                                            [--seeds 0,1] [--epochs 30] [--set model.use_mask=false ...]
-                                            [--workdir data/ablation] [--json FILE]
+    python benchmarks/ablation_synthetic.py [--studies 600] [--data-seeds 1,2] [--seeds 0,1,2]
+        [--variants baseline,msf3d,msf1d,mdf,mdf-shuffled] [--epochs 15] [--image-size 64] [--jobs 2]
+        [--set key=value ...] [--workdir data/ablation] [--json FILE] [--markdown FILE]
+
+Every run uses the base of the ``demo`` grid (``pipelines/grids/demo.yaml``: the small-scale recipe — 64 px,
+stride-8 MobileNetV3-small, 32 RoIs per image, masks off, lr 0.01, clip 10), then ``--epochs`` and ``--set``.
+A variant name ending in ``-shuffled`` is the shuffled-clinical control of that variant
+(``data.shuffle_clinical=true``: every study gets another study's clinical values).
 
 The generator (``mdfnet/data/synthetic.py``) renders *Consolidation* and *Pulmonary edema* with the same
-renderer and the same box distribution: the image cannot tell them apart, the triage can (temperature vs
-respiratory rate / SpO₂). Besides the overall IoBB AP@0.5 this script therefore reports the **look-alike
-accuracy**: for every ground-truth box of the pair, the highest-scoring detection of either class of the pair
-that covers it (IoBB ≥ 0.5, score ≥ 0.05); the accuracy is the share of those whose class is right (boxes no
-detection covers are counted separately as missed). An image-only model can only guess from co-occurring
-findings; a model that uses the clinical data should do better.
+renderer and the same box distribution: the image cannot tell them apart, the triage can (fever vs tachypnoea /
+low SpO₂). Besides IoBB AP@0.5 the script reports the look-alike pair's balanced accuracy
+(:func:`mdfnet.evaluation.pair_confusion`: for each ground-truth box of the pair, is the highest-scoring
+covering detection of the pair of the right class; misses counted apart).
 
-Pipeline: ``generate`` (cached in ``WORKDIR/sources`` for the same ``--studies/--data-seed``) → ``join`` →
-``preprocess`` (``image_size``) → ``train`` per variant × seed (best checkpoint on validation AP only) → predict
-val and test with the best checkpoint. Every run is an ordinary ``mdfnet train`` run folder under ``WORKDIR/runs``;
-a second invocation resumes unfinished runs and re-scores finished ones (use a new ``--workdir`` for new settings).
+Per data seed: ``generate`` → ``join`` → ``preprocess`` (``image_size``), cached in ``--cache``; then every variant × seed is
+an ordinary ``mdfnet train`` run folder under ``WORKDIR/d<data seed>/runs`` (best checkpoint on validation AP
+only; the test split is scored once at the end). Runs go ``--jobs`` at a time, one torch thread each; a second
+invocation resumes unfinished runs and re-scores finished ones (use a new ``--workdir`` for new settings).
 """
 
 from __future__ import annotations
@@ -23,72 +26,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import torch
-
-from mdfnet.data import MDFDataset
-from mdfnet.data.schema import CLASSES
-from mdfnet.evaluation import box_iobb, dataset_to_coco, evaluate, outputs_to_coco
-from mdfnet.train import config_from_sources, load_model, predict, train
-
+ROOT = Path(__file__).resolve().parents[1]
+SHUFFLED = "-shuffled"
+METRICS = ("ap", "lookalike_bacc", "lookalike_missed")
 log = logging.getLogger("ablation")
-TWINS = ("Consolidation", "Pulmonary edema")
-# the tiny grid's CPU settings (pipelines/grids/tiny.yaml), without masks: anchors scaled to small images
-DEFAULTS = ("model.backbone=mobilenet_v3_small", "model.use_mask=false", "model.anchor_sizes=[8,16,32,64]",
-            "train.batch_size=4", "train.lr=0.01", "train.grad_clip_norm=10", "train.num_workers=0",
-            "train.device=cpu", "train.progress=false")
 
 
-def _xywh(b: np.ndarray) -> np.ndarray:
-    """xyxy ``[..., 4]`` → COCO xywh ``[..., 4]``."""
-    return np.stack([b[..., 0], b[..., 1], b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]], -1)
+def recipe() -> list[str]:
+    """The base overrides of the ``demo`` grid (the small-scale recipe)."""
+    from mdfnet.steps import load_grids
+
+    return [str(s) for s in load_grids(ROOT / "pipelines" / "grids")["demo"]["base"]]
 
 
-def twin_accuracy(dataset: MDFDataset, outputs: list[dict[str, torch.Tensor]], score_threshold: float = 0.05,
-                  min_iobb: float = 0.5) -> dict[str, int]:
-    """Counts over the ground-truth boxes of the look-alike pair: ``correct`` / ``swapped`` (covered by a detection
-    of the twin class first) / ``missed`` (no detection of the pair covers it)."""
-    twin_ids = [CLASSES.index(c) + 1 for c in TWINS]
-    counts = {"correct": 0, "swapped": 0, "missed": 0}
-    for i, out in enumerate(outputs):
-        target = dataset.target(i)
-        keep = (out["scores"] >= score_threshold) & torch.isin(out["labels"], torch.tensor(twin_ids))
-        boxes = out["boxes"][keep].double().numpy()
-        labels, scores = out["labels"][keep].numpy(), out["scores"][keep].numpy()
-        for gt_box, gt_label in zip(target["boxes"].double().numpy(), target["labels"].numpy(), strict=True):
-            if gt_label not in twin_ids:
-                continue
-            if len(boxes) == 0:
-                counts["missed"] += 1
-                continue
-            cover = box_iobb(_xywh(boxes), _xywh(gt_box[None])) >= min_iobb  # [K] against [1] → [K]
-            if not cover.any():
-                counts["missed"] += 1
-                continue
-            best = np.flatnonzero(cover)[np.argmax(scores[cover])]
-            counts["correct" if labels[best] == gt_label else "swapped"] += 1
-    return counts
-
-
-def score_split(model, data_dir: Path, split: str) -> dict[str, float]:
-    ds = MDFDataset(data_dir, split)
-    outputs = predict(model, ds, batch_size=8)
-    res = evaluate(dataset_to_coco(ds), outputs_to_coco(outputs, [i + 1 for i in range(len(ds))]), overlap="iobb")
-    tw = twin_accuracy(ds, outputs)
-    decided = tw["correct"] + tw["swapped"]
-    row = {"ap": res.ap, "ar": res.ar, "twin_acc": tw["correct"] / decided if decided else float("nan"),
-           **{f"twin_{k}": v for k, v in tw.items()}}
-    for c in TWINS:
-        ap = res.per_class.get(c, {}).get("ap")  # None: no ground truth of the class in this split
-        row[f"ap/{c}"] = float("nan") if ap is None else ap
-    return row
+def variant_overrides(name: str) -> list[str]:
+    """``mdf`` → ``[model.variant=mdf]``; ``mdf-shuffled`` → ``[model.variant=mdf, data.shuffle_clinical=true]``."""
+    base = name.removesuffix(SHUFFLED)
+    return [f"model.variant={base}"] + (["data.shuffle_clinical=true"] if name.endswith(SHUFFLED) else [])
 
 
 def prepare(workdir: Path, studies: int, data_seed: int, image_size: int, source_size: int) -> Path:
+    """Generate (cached), join and preprocess one synthetic dataset; returns the preprocessed folder."""
     from mdfnet.config import load_config
     from mdfnet.data.join import join
     from mdfnet.data.preprocess import PreprocessConfig, preprocess
@@ -98,60 +63,120 @@ def prepare(workdir: Path, studies: int, data_seed: int, image_size: int, source
     if not (sources / ".complete").is_file():
         generate(sources, n_studies=studies, seed=data_seed, image_size=source_size)
         (sources / ".complete").touch()
-    joined, pre = workdir / "joined", workdir / f"pre-{image_size}"
-    join(sources, joined)
-    preprocess(joined, pre, load_config(PreprocessConfig, None, [f"image_size={image_size}"]))
+    pre = workdir / f"pre-{studies}-{data_seed}-{image_size}"
+    if not (pre / ".complete").is_file():
+        joined = workdir / f"joined-{studies}-{data_seed}"
+        join(sources, joined)
+        preprocess(joined, pre, load_config(PreprocessConfig, None, [f"image_size={image_size}", "workers=1"]))
+        (pre / ".complete").touch()
     return pre
 
 
-def mean_sd(xs: list[float]) -> str:
-    xs = [x for x in xs if x == x]
+def score_split(model, cfg, data_dir: Path, split: str) -> dict[str, float]:
+    """IoBB AP/AR@0.5 and the look-alike pair's metrics of ``model`` on ``split``."""
+    from mdfnet.data import MDFDataset
+    from mdfnet.evaluation import dataset_to_coco, evaluate, outputs_to_coco, pair_confusion
+    from mdfnet.train import predict
+
+    ds = MDFDataset(data_dir, split, features=cfg.data.features, with_masks=False,
+                    shuffle_clinical=cfg.data.shuffle_clinical)
+    gt = dataset_to_coco(ds)
+    dets = outputs_to_coco(predict(model, ds, batch_size=8), [i + 1 for i in range(len(ds))])
+    res = evaluate(gt, dets, overlap="iobb", thresholds=(0.5,), max_dets=cfg.model.box_detections_per_img,
+                   score_threshold=cfg.model.box_score_thresh)
+    pair = pair_confusion(gt, dets, score_threshold=cfg.model.box_score_thresh)
+    return {"ap": res.ap, "ar": res.ar, "lookalike_bacc": pair.balanced_accuracy,
+            "lookalike_missed": pair.total_missed, "lookalike_correct": sum(pair.correct),
+            "lookalike_swapped": sum(pair.swapped)}
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) one variant × seed on one dataset and score its best checkpoint on val and test."""
+    import torch
+
+    from mdfnet.train import config_from_sources, load_model, train
+
+    torch.set_num_threads(1)
+    logging.getLogger().setLevel(logging.WARNING)  # the workers' per-epoch logs would drown the summary
+    out = Path(job["out"])
+    cfg = config_from_sources(None, [*job["overrides"], f"seed={job['seed']}"])
+    t0 = time.perf_counter()
+    result = train(cfg, job["data"], out, resume=(out / "checkpoints" / "last.pt").is_file())
+    model, cfg = load_model(result.best_checkpoint)
+    row = {k: job[k] for k in ("variant", "seed", "data_seed")}
+    row.update(best_epoch=result.best_epoch, train_s=round(time.perf_counter() - t0, 1))
+    for split in ("val", "test"):
+        row.update({f"{split}/{k}": v for k, v in score_split(model, cfg, Path(job["data"]), split).items()})
+    return row
+
+
+def mean_sd(xs: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    xs = [scale * x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
     if not xs:
         return "n/a"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]], variants: list[str]) -> str:
+    """Markdown: per variant, mean ± sd over all runs (seeds × datasets) of AP (%), balanced accuracy, misses;
+    and the number of runs whose test AP beats the baseline run of the same dataset and seed."""
+    base = {(r["data_seed"], r["seed"]): r["test/ap"] for r in rows if r["variant"] == "baseline"}
+    head = ("| variant | runs | val AP % | test AP % | test AP − baseline (pts) | runs above baseline (test AP) "
+            "| val look-alike bAcc | test look-alike bAcc | test pair boxes missed |")
+    lines = [head, "|" + "---|" * 9]
+    for v in variants:
+        mine = [r for r in rows if r["variant"] == v]
+        gaps = [r["test/ap"] - base[(r["data_seed"], r["seed"])] for r in mine if (r["data_seed"], r["seed"]) in base]
+        above = f"{sum(g > 0 for g in gaps)}/{len(gaps)}" if v != "baseline" and gaps else "—"
+        lines.append(f"| {v} | {len(mine)} | {mean_sd([r['val/ap'] for r in mine], 100)} "
+                     f"| {mean_sd([r['test/ap'] for r in mine], 100)} "
+                     f"| {mean_sd(gaps, 100) if v != 'baseline' else '—'} | {above} "
+                     f"| {mean_sd([r['val/lookalike_bacc'] for r in mine], 1, 2)} "
+                     f"| {mean_sd([r['test/lookalike_bacc'] for r in mine], 1, 2)} "
+                     f"| {mean_sd([r['test/lookalike_missed'] for r in mine], 1, 1)} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--studies", type=int, default=600)
-    p.add_argument("--data-seed", type=int, default=1)
-    p.add_argument("--source-size", type=int, default=128, help="typical side of the generated JPEGs")
+    p.add_argument("--data-seeds", default="1,2", help="generated datasets (synthetic seeds)")
+    p.add_argument("--source-size", type=int, default=96, help="typical side of the generated JPEGs")
     p.add_argument("--image-size", type=int, default=64, help="preprocess image_size")
-    p.add_argument("--variants", default="baseline,msf1d,mdf")
-    p.add_argument("--seeds", default="0,1")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--variants", default="baseline,msf3d,msf1d,mdf,mdf-shuffled")
+    p.add_argument("--seeds", default="0,1,2", help="training seeds")
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra TrainConfig override")
     p.add_argument("--workdir", type=Path, default=Path("data/ablation"))
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", type=Path, default=None, help="generated/preprocessed datasets (default WORKDIR/data)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--markdown", type=Path, default=None)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(a.threads)
-    data = prepare(a.workdir, a.studies, a.data_seed, a.image_size, a.source_size)
+    variants = a.variants.split(",")
+    jobs = []
+    for data_seed in (int(s) for s in a.data_seeds.split(",")):
+        data = prepare(a.cache or a.workdir / "data", a.studies, data_seed, a.image_size, a.source_size)
+        for variant in variants:
+            for seed in (int(s) for s in a.seeds.split(",")):
+                jobs.append({"variant": variant, "seed": seed, "data_seed": data_seed, "data": str(data),
+                             "out": str(a.workdir / f"d{data_seed}" / "runs" / f"{variant}-s{seed}"),
+                             "overrides": [*recipe(), f"train.epochs={a.epochs}", *variant_overrides(variant),
+                                           *a.overrides]})
+    t0 = time.perf_counter()
     rows = []
-    for variant in a.variants.split(","):
-        for seed in (int(s) for s in a.seeds.split(",")):
-            out = a.workdir / "runs" / f"{variant}-s{seed}"
-            cfg = config_from_sources(None, [*DEFAULTS, f"model.variant={variant}", f"train.epochs={a.epochs}",
-                                             f"seed={seed}", *a.overrides])
-            t0 = time.perf_counter()
-            # an interrupted (or finished) run continues from its last.pt instead of starting again
-            result = train(cfg, data, out, resume=(out / "checkpoints" / "last.pt").is_file())
-            model, _ = load_model(result.best_checkpoint)
-            row = {"variant": variant, "seed": seed, "best_epoch": result.best_epoch,
-                   "train_s": round(time.perf_counter() - t0, 1)}
-            for split in ("val", "test"):
-                row.update({f"{split}/{k}": v for k, v in score_split(model, data, split).items()})
-            log.info("%s", row)
+    with ProcessPoolExecutor(max_workers=a.jobs) as pool:
+        for row in pool.map(run_one, jobs):
+            log.info("%s", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
             rows.append(row)
-    cols = ("val/ap", "test/ap", "val/twin_acc", "test/twin_acc", f"test/ap/{TWINS[0]}", f"test/ap/{TWINS[1]}")
-    print(f"{'variant':<10} " + " ".join(f"{c:>24}" for c in cols))
-    for variant in a.variants.split(","):
-        mine = [r for r in rows if r["variant"] == variant]
-        print(f"{variant:<10} " + " ".join(f"{mean_sd([r[c] for r in mine]):>24}" for c in cols))
-    twin_counts = {v: {k: sum(r[f"test/twin_{k}"] for r in rows if r["variant"] == v)
-                       for k in ("correct", "swapped", "missed")} for v in a.variants.split(",")}
-    print("look-alike pair on test (summed over seeds):", twin_counts)
+    md = table(rows, variants)
+    print(md)
+    print(f"{len(rows)} runs in {time.perf_counter() - t0:.0f} s ({a.jobs} at a time)")
+    if a.markdown:
+        a.markdown.write_text(md + "\n")
     if a.json:
         a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "runs": rows}, indent=1))
 

@@ -157,12 +157,15 @@ def load_grids(folder: str | Path) -> dict[str, dict[str, Any]]:
     return grids
 
 
-def _feature_set_name(features: Sequence[str]) -> str:
+def _feature_set_name(features: Sequence[str], shuffled: bool = False) -> str:
+    """``all`` / ``none`` / ``age+gender``…; ``-shuffled`` appended for the shuffled-clinical control."""
     from mdfnet.data import schema
 
     if list(features) == list(schema.ALL_FEATURES):
-        return "all"
-    return "+".join(features) if features else "none"
+        name = "all"
+    else:
+        name = "+".join(features) if features else "none"
+    return f"{name}-shuffled" if shuffled and features else name
 
 
 def grid_cells(grids: Mapping[str, Mapping[str, Any]], name: str, _seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -222,7 +225,8 @@ def expand_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: Sequen
             continue
         resolved.append(to_dict(cfg))
         labels = {"variant": cfg.model.variant, "fusion": cfg.model.fusion, "backbone": cfg.model.backbone,
-                  "feature_set": str(cell.get("feature_set") or _feature_set_name(cfg.data.features))}
+                  "feature_set": str(cell.get("feature_set")
+                                     or _feature_set_name(cfg.data.features, cfg.data.shuffle_clinical))}
         planned.append((cell["name"], sets, labels))
 
     client = tracking.configure()
@@ -292,13 +296,14 @@ def metrics_of(result: Any, prefix: str) -> dict[str, float]:
 
 def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                   batch_size: int = 4) -> dict[str, Any]:
-    """Score the trained model on val and test (IoBB 0.5); write ``metrics.json``, COCO ground truth and
-    predictions per split, PR/count/sweep plots (test); log all into the cell run and end it (``self`` mode).
+    """Score the trained model on val and test (IoBB 0.5, and the look-alike pair's balanced accuracy and misses,
+    :func:`mdfnet.evaluation.pair_confusion`); write ``metrics.json``, COCO ground truth and predictions per
+    split, PR/count/sweep plots (test); log all into the cell run and end it (``self`` mode).
 
     Returns the summary that :func:`compare` ranks: the item's fields, ``run_id``, ``model_uri`` and ``metrics``.
     """
     from mdfnet.data import MDFDataset
-    from mdfnet.evaluation import dataset_to_coco, evaluate, outputs_to_coco, save_plots, sweep
+    from mdfnet.evaluation import dataset_to_coco, evaluate, outputs_to_coco, pair_confusion, save_plots, sweep
     from mdfnet.train import load_model, predict
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -315,12 +320,14 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     summary: dict[str, Any] = {}
     try:
         for split in ("val", "test"):
-            ds = MDFDataset(data_dir, split, features=cfg.data.features, with_masks=False)
+            ds = MDFDataset(data_dir, split, features=cfg.data.features, with_masks=False,
+                            shuffle_clinical=cfg.data.shuffle_clinical)
             gt = dataset_to_coco(ds, description=f"{data_dir} split {split}")
             dets = outputs_to_coco(predict(model, ds, batch_size=batch_size), [i + 1 for i in range(len(ds))])
             res = evaluate(gt, dets, thresholds=(0.5,), **kw)
-            metrics.update(metrics_of(res, f"final/{split}"))
-            summary[split] = res.to_dict()
+            pair = pair_confusion(gt, dets, score_threshold=cfg.model.box_score_thresh)
+            metrics.update({**metrics_of(res, f"final/{split}"), **pair.metrics(f"final/{split}")})
+            summary[split] = {**res.to_dict(), "lookalike": pair.to_dict()}
             (out_dir / f"gt_{split}.json").write_text(json.dumps(gt))
             (out_dir / f"predictions_{split}.json").write_text(json.dumps(dets))
             if split == "test":
@@ -368,7 +375,8 @@ def compare(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     cells: dict[str, list[Mapping[str, Any]]] = {}
     for r in results:
         cells.setdefault(str(r["cell"]), []).append(r)
-    metric_cols = ("final/val/ap", "final/val/ar", "final/test/ap", "final/test/ar")
+    metric_cols = ("final/val/ap", "final/val/ar", "final/test/ap", "final/test/ar", "final/val/lookalike_bacc",
+                   "final/test/lookalike_bacc")
 
     def mean_val(rs: list[Mapping[str, Any]]) -> float:
         vals = [_score(r) for r in rs if math.isfinite(_score(r))]

@@ -126,11 +126,14 @@ class TrainSection:
 
 @dataclass
 class DataConfig:
-    """Keys of the ``data`` section: clinical ``features`` (subset of the 10; ``[]`` = none) and the expected
-    ``image_size`` (``None``: whatever ``preprocessing.json`` says; otherwise it must match)."""
+    """Keys of the ``data`` section: clinical ``features`` (subset of the 10; ``[]`` = none), the expected
+    ``image_size`` (``None``: whatever ``preprocessing.json`` says; otherwise it must match) and
+    ``shuffle_clinical`` (the control: every study gets another study's clinical values, a fixed permutation
+    per split, in training and evaluation alike; see :class:`mdfnet.data.MDFDataset`)."""
 
     features: list[str] = field(default_factory=lambda: list(schema.ALL_FEATURES))
     image_size: int | None = None
+    shuffle_clinical: bool = False
 
     def validate(self) -> None:
         unknown = [f for f in self.features if f not in schema.ALL_FEATURES]
@@ -418,8 +421,9 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
     device = resolve_device(t.device)
     amp_dtype = resolve_amp(t.amp, device)
     features = list(cfg.data.features)
-    train_ds = MDFDataset(data_dir, "train", features=features, with_masks=cfg.model.use_mask)
-    val_ds = MDFDataset(data_dir, "val", features=features, with_masks=False)
+    shuffle = cfg.data.shuffle_clinical
+    train_ds = MDFDataset(data_dir, "train", features=features, with_masks=cfg.model.use_mask, shuffle_clinical=shuffle)
+    val_ds = MDFDataset(data_dir, "val", features=features, with_masks=False, shuffle_clinical=shuffle)
     if cfg.data.image_size is not None and cfg.data.image_size != train_ds.image_size:
         raise TrainError(f"data.image_size={cfg.data.image_size} but {data_dir} holds {train_ds.image_size} px images")
     if len(train_ds) == 0 or len(val_ds) == 0:

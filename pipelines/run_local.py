@@ -68,12 +68,17 @@ class LocalRun:
 def run_local(source: str | Path, workdir: str | Path, grid: str = "tiny", seeds: tuple[int, ...] = (0,),
               config_overrides: tuple[str, ...] = (), preprocess_overrides: tuple[str, ...] = TINY_PREPROCESS,
               experiment: str = "mdfnet-local", registered_model: str = "mdfnet-local", max_steps: int = 0,
-              tracking_uri: str | None = None, runner: str = "subprocess", registry: str | None = None) -> LocalRun:
+              tracking_uri: str | None = None, runner: str = "subprocess", registry: str | None = None,
+              parallelism: int = 1) -> LocalRun:
     """Run the pipeline with kfp.local (pipeline root ``workdir/kfp``) and read the outcome back from MLflow.
 
     ``runner``: ``subprocess`` or ``docker`` (module docstring). ``registry``: image registry of the step images
     (default ``MDFNET_IMAGE_REGISTRY`` or ``ghcr.io/mdfnet``); it is exported as ``MDFNET_IMAGE_REGISTRY``.
+    ``parallelism``: grid cells trained at once (kfp.local runs at most 2 loop iterations at a time; each task
+    uses one thread unless ``OMP_NUM_THREADS`` says otherwise).
     """
+    if parallelism < 1:
+        raise ValueError(f"parallelism must be >= 1, got {parallelism}")
     import kfp.local
 
     if runner not in RUNNERS:
@@ -95,7 +100,7 @@ def run_local(source: str | Path, workdir: str | Path, grid: str = "tiny", seeds
     else:
         task_runner = kfp.local.SubprocessRunner(use_venv=False)
     kfp.local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_pipeline(CompileOptions(parallelism=1, secret_name=""))
+    pipeline = build_pipeline(CompileOptions(parallelism=parallelism, secret_name=""))
     pipeline(source_uri=source_uri, grid=grid, seeds=list(seeds), config_overrides=list(config_overrides),
              preprocess_overrides=list(preprocess_overrides), experiment=experiment,
              registered_model=registered_model, max_steps=max_steps)
@@ -184,6 +189,9 @@ def main(
                                         "images, via DOCKER_HOST).")] = "subprocess",
     registry: Annotated[str | None, typer.Option("--registry", help="Step image registry (default "
                                                  "MDFNET_IMAGE_REGISTRY or ghcr.io/mdfnet).")] = None,
+    parallelism: Annotated[int, typer.Option("--parallelism", help="Grid cells trained at once (kfp.local "
+                                             "runs at most 2).")] = 1,
+    data_seed: Annotated[int, typer.Option("--data-seed", help="Seed of the --synth sources.")] = 0,
 ) -> None:
     """Run the MDF-Net pipeline locally with kfp.local and print the MLflow outcome."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -191,13 +199,13 @@ def main(
         from mdfnet.data.synthetic import generate
 
         source = workdir / "sources"
-        generate(source, n_studies=synth, seed=0, image_size=96)
+        generate(source, n_studies=synth, seed=data_seed, image_size=96)
     if source is None:
         raise typer.BadParameter("give --source DIR (or --synth N to generate synthetic sources)")
     out = run_local(source, workdir, grid=grid, seeds=tuple(seeds or (0,)), config_overrides=tuple(overrides or ()),
                     preprocess_overrides=tuple(pre_overrides) if pre_overrides else TINY_PREPROCESS,
                     experiment=experiment, registered_model=model_name, max_steps=max_steps, runner=runner,
-                    registry=registry)
+                    registry=registry, parallelism=parallelism)
     typer.echo(out.summary())
 
 

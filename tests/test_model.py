@@ -218,6 +218,44 @@ def test_backbones_build_and_run_at_64px(name):
     assert torch.isfinite(y).all()
 
 
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("stride", [8, 16])
+def test_backbones_cut_at_smaller_strides(name, stride):
+    torch.manual_seed(0)
+    bb = build_backbone(name, out_channels=32, stride=stride).eval()
+    with torch.no_grad():
+        y = bb(torch.rand(1, 3, S, S))
+    assert y.shape == (1, 32, S // stride, S // stride)
+    assert bb.proj.in_channels == BACKBONES[name].cuts[stride][1]  # the documented channel count of the cut
+    assert torch.isfinite(y).all()
+
+
+def test_backbone_stride_reaches_both_backbones_and_rpn_heads():
+    from mdfnet.config import ConfigError
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant="mdf", use_mask=False, backbone_stride=8, anchor_sizes=(8, 16, 32),
+                      box_batch_size_per_image=16, rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20)
+    model = build_model(cfg, 9, 1, S)
+    images, clinical, _ = make_batch()
+    with torch.no_grad():
+        fmap = model.features(torch.stack(images), model.clinical_encoder(clinical, 2))
+        assert fmap.shape == (2, 64, 8, 8)
+        assert model.features.clinical_backbone(torch.rand(1, 3, S, S)).shape == (1, 64, 8, 8)
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 16
+    assert (model.rpn._pre_nms_top_n["testing"], model.rpn._post_nms_top_n["testing"]) == (50, 20)
+    model.eval()
+    with torch.no_grad():
+        out = model(images, clinical)
+    assert all(len(o["boxes"]) <= 10 for o in out)
+    with pytest.raises(ConfigError, match="backbone_stride: expected one of \\[8, 16, 32\\], got 4"):
+        ModelConfig(backbone_stride=4).validate()
+    with pytest.raises(ConfigError, match="box_batch_size_per_image"):
+        ModelConfig(box_batch_size_per_image=0).validate()
+    with pytest.raises(ValueError, match="stride 12"):
+        build_backbone("resnet18", 8, stride=12)
+
+
 def test_backbone_feature_map_is_16x16_at_512px():
     bb = build_backbone("mobilenet_v3_small", 64).eval()
     with torch.no_grad():

@@ -197,6 +197,38 @@ def test_dataset_feature_subsets(tiny_preprocessed):
         MDFDataset(tiny_preprocessed, "holdout")
 
 
+def test_shuffled_clinical_control_permutes_studies_not_images(tiny_preprocessed):
+    plain = MDFDataset(tiny_preprocessed, "train")
+    shuf = MDFDataset(tiny_preprocessed, "train", shuffle_clinical=True)
+    assert shuf.shuffle_clinical and not plain.shuffle_clinical
+    n = len(plain)
+    rows = {tuple(plain.clinical(i)["numeric"].tolist() + plain.clinical(i)["categorical"].tolist()) for i in range(n)}
+    moved = 0
+    for i in range(n):
+        a, b = plain[i], shuf[i]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[2]["boxes"], b[2]["boxes"])  # image and target unchanged
+        got = tuple(b[1]["numeric"].tolist() + b[1]["categorical"].tolist())
+        assert got in rows  # another study's values, not new ones
+        moved += not torch.equal(a[1]["numeric"], b[1]["numeric"])
+    assert moved == n  # a cyclic shift: no study keeps its own values (all values distinct here)
+    # fixed: the same permutation every time (training and evaluation see the same pairing)
+    again = MDFDataset(tiny_preprocessed, "train", shuffle_clinical=True)
+    assert all(torch.equal(again.clinical(i)["numeric"], shuf.clinical(i)["numeric"]) for i in range(n))
+
+
+def test_shuffled_clinical_rows_keep_readings_of_one_image_together():
+    from mdfnet.data.dataset import shuffled_clinical_rows
+
+    images = np.array(["c", "a", "b", "a", "c", "d"])
+    rows = shuffled_clinical_rows(images, "val")
+    donors = images[rows]
+    assert (donors != images).all()  # every image takes another image's values
+    assert donors[1] == donors[3] and donors[0] == donors[4]  # readings of one image agree
+    assert sorted(set(donors)) == sorted(set(images))  # a permutation of the images
+    assert rows.tolist() == shuffled_clinical_rows(images, "val").tolist()
+    assert shuffled_clinical_rows(np.array(["x", "x"]), "val").tolist() == [0, 1]  # one image: unchanged
+
+
 def test_collate_and_masks(tiny_preprocessed):
     ds = MDFDataset(tiny_preprocessed, "train")
     images, clinical, targets = collate_detection([ds[0], ds[1], ds[2]])

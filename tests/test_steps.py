@@ -55,7 +55,7 @@ def _fake_aws_env(monkeypatch) -> None:
 
 def test_repository_grids_resolve_to_the_papers_ablations():
     grids = steps.load_grids(ROOT / "pipelines" / "grids")
-    assert {"paper-variants", "paper-fusion", "paper-backbones", "paper-features", "full", "tiny"} <= set(grids)
+    assert {"paper-variants", "paper-fusion", "paper-backbones", "paper-features", "full", "tiny", "demo"} <= set(grids)
     counts = {g: len(steps.grid_cells(grids, g)) for g in grids}
     assert counts["paper-variants"] == 4 and counts["paper-fusion"] == 4 and counts["paper-backbones"] == 5
     assert counts["paper-features"] == 10 and 2 <= counts["tiny"] <= 4
@@ -64,6 +64,20 @@ def test_repository_grids_resolve_to_the_papers_ablations():
 
     feats = [tuple(config_from_sources(None, c["set"]).data.features) for c in steps.grid_cells(grids, "paper-features")]
     assert len(set(map(frozenset, feats))) == 10 and all("gender" in f for f in feats if len(f) <= 3)
+
+
+def test_demo_grid_is_baseline_mdf_and_the_shuffled_control():
+    from mdfnet.train import config_from_sources
+
+    cells = steps.grid_cells(steps.load_grids(ROOT / "pipelines" / "grids"), "demo")
+    cfgs = {c["name"]: config_from_sources(None, [*c["base"], *c["set"]]) for c in cells}
+    assert list(cfgs) == ["baseline", "mdf", "mdf-shuffled"]
+    assert [(c.model.variant, c.data.shuffle_clinical) for c in cfgs.values()] == [
+        ("baseline", False), ("mdf", False), ("mdf", True)]
+    m = cfgs["mdf"].model
+    assert (m.backbone_stride, m.box_batch_size_per_image, m.use_mask) == (8, 32, False)
+    assert steps._feature_set_name(list(cfgs["mdf-shuffled"].data.features), True) == "all-shuffled"
+    assert steps._feature_set_name([], True) == "none"
 
 
 def test_grid_cells_base_include_and_errors():
@@ -203,6 +217,12 @@ def test_both_tracking_modes_give_the_same_runs(tiny_preprocessed, tmp_path, cli
     assert {"evaluation/metrics.json", "evaluation/predictions_test.json", "evaluation/plots"} <= arts
     saved = json.loads((tmp_path / "self" / "eval" / "metrics.json").read_text())
     assert saved["metrics"] == own["result"]["metrics"] and set(saved["test"]["per_class"]) == set(schema.CLASSES)
+    for split in ("val", "test"):  # the look-alike pair: counts always saved, metrics only when both have ground truth
+        pair = saved[split]["lookalike"]
+        both = min(c + s + m for c, s, m in zip(pair["correct"], pair["swapped"], pair["missed"], strict=True)) > 0
+        assert (f"final/{split}/lookalike_missed" in metrics) == both
+        if both and pair["balanced_accuracy"] is not None:
+            assert metrics[f"final/{split}/lookalike_bacc"] == pytest.approx(pair["balanced_accuracy"])
     assert own["decision"]["promoted"] and own["decision"]["champion_version"] == "1"
 
 
@@ -224,6 +244,7 @@ def test_compare_ranks_cells_by_mean_val_ap_over_seeds():
     assert res["best"]["run_name"] == "b-s0"
     assert res["ranking"][0]["mean_val_ap"] == pytest.approx(0.55)
     assert "| 1 | b | b |" in res["markdown"] and "55.00 ± 7.07" in res["markdown"]
+    assert "final/test/lookalike_bacc %" in res["markdown"]
     assert "<td>b</td>" in res["html"]
     tie = steps.compare([_summary("z", 0, 0.3), _summary("y", 0, 0.3)])
     assert tie["best"]["cell"] == "y"

@@ -369,11 +369,11 @@ def test_clinical_features_correlate_with_lesions_as_documented(presence):
         return float(np.corrcoef(pres[cls].to_numpy()[ok], inst[feat].to_numpy()[ok])[0, 1])
 
     assert pres.sum().min() >= 30, pres.sum()  # every class has enough positives
-    assert gap("Consolidation", "temperature") > 1.5  # °F: fever ↔ consolidation
-    assert corr("Consolidation", "temperature") > 0.4
-    assert gap("Pulmonary edema", "resprate") > 4  # breaths/min: tachypnoea ↔ edema
-    assert gap("Pulmonary edema", "o2sat") < -3.5
-    assert corr("Pulmonary edema", "resprate") > 0.35 and corr("Pulmonary edema", "o2sat") < -0.35
+    assert gap("Consolidation", "temperature") > 2.0  # °F: fever ↔ consolidation
+    assert corr("Consolidation", "temperature") > 0.6
+    assert gap("Pulmonary edema", "resprate") > 5  # breaths/min: tachypnoea ↔ edema
+    assert gap("Pulmonary edema", "o2sat") < -5
+    assert corr("Pulmonary edema", "resprate") > 0.55 and corr("Pulmonary edema", "o2sat") < -0.55
     assert gap("Enlarged cardiac silhouette", "age") > 5  # years
     assert corr("Enlarged cardiac silhouette", "age") > 0.12 and corr("Enlarged cardiac silhouette", "sbp") > 0.15
     assert gap("Atelectasis", "pain") > 2 and corr("Atelectasis", "pain") > 0.3
@@ -382,11 +382,12 @@ def test_clinical_features_correlate_with_lesions_as_documented(presence):
 
 
 def test_lookalike_pair_separated_by_clinical_data(presence):
-    """Consolidation-only vs edema-only readings: one threshold on a single triage feature, chosen on one half
-    and scored on the other, reaches a balanced accuracy far above chance (0.5) for temperature, resprate and
-    o2sat (≥ 0.76 on seeds 0–9)."""
+    """Consolidation vs edema readings (never both: one acute cause per episode): one threshold on a single
+    triage feature, chosen on one half and scored on the other, reaches a balanced accuracy far above chance
+    (0.5) for temperature, resprate and o2sat (the module docstring's 3000-study run: 0.97 / 0.93 / 0.96)."""
     inst, pres = presence
     co, ed = pres["Consolidation"].to_numpy(), pres["Pulmonary edema"].to_numpy()
+    assert not (co & ed).any()
     sel = co ^ ed
     y = co[sel]  # True = consolidation
     assert min(y.sum(), (~y).sum()) >= 40
@@ -401,7 +402,7 @@ def test_lookalike_pair_separated_by_clinical_data(presence):
         x = np.where(np.isnan(x), np.nanmedian(x), x)  # missing → median (as an imputer would)
         thresholds = np.unique(x[half])
         t = thresholds[int(np.argmax([balanced_accuracy(x[half], y[half], t) for t in thresholds]))]
-        assert balanced_accuracy(x[~half], y[~half], t) > 0.7, feat
+        assert balanced_accuracy(x[~half], y[~half], t) > 0.85, feat
 
 
 def test_lookalike_pair_is_identical_in_the_image():
@@ -432,13 +433,28 @@ def test_lookalike_pair_is_identical_in_the_image():
 
 
 def test_lesion_model_noisy_or():
-    cond = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], bool)
+    cond = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0]], bool)
     p = S.lesion_probabilities(cond)
     np.testing.assert_allclose(p[0], S.LEAK)
-    assert p[1, S.CONSOL] == pytest.approx(1 - (1 - S.LEAK[S.CONSOL]) * (1 - S.CAUSE[0, S.CONSOL]))
+    assert p[0, S.CONSOL] == p[0, S.EDEMA] == 0  # no leak: every lesion of the pair has its clinical cause
+    assert p[1, S.CONSOL] == pytest.approx(1 - (1 - S.LEAK[S.CONSOL]) * (1 - S.CAUSE[0, S.CONSOL])) == 0.95
+    assert p[1, S.EDEMA] == 0 and p[3, S.CONSOL] == 0 and p[3, S.EDEMA] == 0.95
     assert (p[2] >= p[1]).all() and (p[2] > 0.5).sum() == 5
     les = S.sample_lesions(np.random.default_rng(0), np.ones((500, 4), bool))
     assert les.sum(axis=1).max() == S.MAX_LESIONS
+
+
+def test_infection_and_fluid_overload_are_exclusive_with_documented_priors():
+    rng = np.random.default_rng(0)
+    age = rng.uniform(18, 100, 20_000)
+    cond = S.sample_conditions(rng, age)
+    inf, fo = cond[:, 0], cond[:, 1]
+    assert not (inf & fo).any()
+    assert inf.mean() == pytest.approx(S.P_INFECTION, abs=0.015)
+    at_62 = S.sample_conditions(np.random.default_rng(1), np.full(20_000, 62.0))
+    assert at_62[:, 1].mean() == pytest.approx(0.35, abs=0.015)  # fluid overload ≈ 0.35 at 62
+    old = S.sample_conditions(np.random.default_rng(2), np.full(20_000, 120.0))
+    assert not (old[:, 0] & old[:, 1]).any() and (old[:, 0] | old[:, 1]).mean() == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------- determinism

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +14,11 @@ from torch.utils.data import Dataset
 
 from mdfnet.data import schema
 from mdfnet.data.preprocess import SPLITS, PreprocessError, load_transform
+
+log = logging.getLogger(__name__)
+
+SHUFFLE_SEED = 20_111
+"""Fixed seed of the shuffled-clinical control's permutation (``data.shuffle_clinical``), mixed with the split."""
 
 
 def select_features(features: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -41,10 +48,14 @@ class MDFDataset(Dataset):
       "masks": uint8 [N, S, S] (filled boxes)}``; ``N = 0`` gives ``[0, 4]``/``[0]``/``[0, S, S]``.
 
     ``ids[i]`` is the reading's ``reflacx_id``.
+
+    ``shuffle_clinical``: the shuffled-clinical control. Every study (image) of the split receives the clinical
+    values of another study of the same split (:func:`shuffled_clinical_rows`: a fixed permutation, the same
+    in training and evaluation), so the clinical input keeps its distribution but loses its link to the image.
     """
 
     def __init__(self, preprocessed_dir: str | Path, split: str, features: Sequence[str] | None = None,
-                 with_masks: bool = True) -> None:
+                 with_masks: bool = True, shuffle_clinical: bool = False) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.root = Path(preprocessed_dir)
@@ -63,6 +74,10 @@ class MDFDataset(Dataset):
         numeric, categorical = self.transform.transform(inst)
         num_idx = [schema.NUMERIC_FEATURES.index(f) for f in self.numeric_features]
         cat_idx = [schema.CATEGORICAL_FEATURES.index(f) for f in self.categorical_features]
+        self.shuffle_clinical = shuffle_clinical
+        if shuffle_clinical:
+            rows = shuffled_clinical_rows(inst["dicom_id"].astype(str).to_numpy(), split)
+            numeric, categorical = numeric[rows], categorical[rows]
         self._numeric = torch.from_numpy(np.ascontiguousarray(numeric[:, num_idx]))
         self._categorical = torch.from_numpy(np.ascontiguousarray(categorical[:, cat_idx]))
         self._cache_index = inst["cache_index"].to_numpy(dtype=np.int64)
@@ -111,6 +126,28 @@ class MDFDataset(Dataset):
         if self.with_masks:
             target["masks"] = boxes_to_masks(target["boxes"], self.image_size)
         return self.image(i), self.clinical(i), target
+
+
+def shuffled_clinical_rows(images: np.ndarray, split: str) -> np.ndarray:
+    """Row whose clinical values row ``i`` receives in the shuffled-clinical control: ``Int64[n]``.
+
+    ``images``: the image (study) key of each row, ``[n]``. The distinct images, sorted, are put in a random order
+    fixed by :data:`SHUFFLE_SEED` and ``split``; each image takes the values of the next one in that order (a
+    cyclic shift, so no image keeps its own values when there are at least 2), read from that image's first row.
+    Rows of one image (several readings) all receive the same values.
+    """
+    keys, codes = np.unique(images, return_inverse=True)
+    n = len(keys)
+    if n < 2:
+        log.warning("shuffle_clinical: split %r has %d image(s); nothing to shuffle", split, n)
+        return np.arange(len(images), dtype=np.int64)
+    rng = np.random.default_rng([SHUFFLE_SEED, zlib.crc32(split.encode())])
+    order = rng.permutation(n)
+    donor = np.empty(n, dtype=np.int64)
+    donor[order] = np.roll(order, -1)  # image order[k] takes the values of image order[k + 1]
+    first_row = np.full(n, -1, dtype=np.int64)
+    first_row[codes[::-1]] = np.arange(len(images) - 1, -1, -1)  # first occurrence wins (written last)
+    return first_row[donor[codes]]
 
 
 def boxes_to_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Detection evaluation: COCO AP/AR with IoBB (MDF-Net's metric) or IoU, sweeps, bootstrap, converters, plots.
+"""Detection evaluation: COCO AP/AR with IoBB (MDF-Net's metric) or IoU, sweeps, bootstrap, converters, plots,
+and the look-alike pair's confusion (:func:`pair_confusion`).
 
 ``evaluate`` is identical to pycocotools' COCOeval configured as the MDF-Net authors ran it (see
 :mod:`mdfnet.evaluation.evaluator`), vectorised with numpy. Plots (matplotlib) load on first use.
@@ -19,6 +20,7 @@ from mdfnet.evaluation.evaluator import (
     sweep,
 )
 from mdfnet.evaluation.overlap import OVERLAPS, box_iobb, box_iou
+from mdfnet.evaluation.pairs import LOOKALIKE_PAIR, PairResult, pair_confusion
 
 _PLOTS = ("plot_counts", "plot_pr_curves", "plot_sweep", "save_plots")
 
@@ -30,6 +32,8 @@ __all__ = [
     "EvalResult",
     "EvaluationError",
     "GroundTruth",
+    "LOOKALIKE_PAIR",
+    "PairResult",
     "bootstrap",
     "box_iobb",
     "box_iou",
@@ -38,6 +42,7 @@ __all__ = [
     "evaluate",
     "load_json",
     "outputs_to_coco",
+    "pair_confusion",
     "parse_detections",
     "parse_ground_truth",
     "resample_images",

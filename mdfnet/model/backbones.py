@@ -1,13 +1,29 @@
-"""Backbone registry: torchvision classifiers cut to their stride-32 feature extractor + a 1×1 projection.
+"""Backbone registry: torchvision classifiers cut to a feature extractor of stride 8, 16 or 32 + a 1×1 projection.
 
-Each entry of :data:`BACKBONES` says how to make the torchvision classifier (random init, ``weights=None``)
-and how to cut it to its convolutional trunk. :func:`build_backbone` returns a :class:`FeatureBackbone`
-mapping ``[B, 3, H, W]`` to one feature map ``[B, out_channels, ceil(H/32), ceil(W/32)]`` (16×16×64 at
-512 px, as in the paper) and exposing ``.out_channels`` as torchvision's detection heads expect.
+Each entry of :data:`BACKBONES` says how to make the torchvision classifier (random init, ``weights=None``), how
+to list its trunk as an ordered sequence of stages, and where to cut that sequence for each output stride
+(:data:`BACKBONE_STRIDES`): the cut keeps every stage up to the deepest one still at that stride. Stride 32 is
+the whole trunk (the paper's feature extractor: 16×16 at 512 px); stride 8 or 16 scales the paper's geometry
+down to small images (at 64 px, stride 8 gives an 8×8 map; at 128 px, stride 8 gives the paper's 16×16).
+:func:`build_backbone` returns a :class:`FeatureBackbone` mapping ``[B, 3, H, W]`` to one feature map
+``[B, out_channels, ceil(H/stride), ceil(W/stride)]`` and exposing ``.out_channels`` as torchvision's detection
+heads expect.
+
+=====================  ===================================  =====================================
+backbone               stages (cut at stride 8 / 16 / 32)   channels at stride 8 / 16 / 32
+=====================  ===================================  =====================================
+mobilenet_v3_small     ``features[:4]`` / ``[:9]`` / all     24 / 48 / 576
+mobilenet_v3_large     ``features[:7]`` / ``[:13]`` / all    40 / 112 / 960
+efficientnet_b0        ``features[:4]`` / ``[:6]`` / all     40 / 112 / 1280
+resnet18               … layer2 / layer3 / layer4            128 / 256 / 512
+resnet50               … layer2 / layer3 / layer4            512 / 1024 / 2048
+densenet121            … denseblock2 / denseblock3 / all     512 / 1024 / 1024
+convnext_tiny          ``features[:4]`` / ``[:6]`` / all     192 / 384 / 768
+=====================  ===================================  =====================================
 
 Pretrained weights are never downloaded: ``weights_path`` may name a local ``state_dict`` of the whole
-torchvision classifier (the files torchvision itself distributes), loaded with ``weights_only=True``.
-The same builder makes the image backbone and the clinical backbone (separate weights).
+torchvision classifier (the files torchvision itself distributes), loaded with ``weights_only=True`` before the
+cut. The same builder makes the image backbone and the clinical backbone (separate weights, same stride).
 """
 
 from __future__ import annotations
@@ -20,43 +36,62 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+BACKBONE_STRIDES: tuple[int, ...] = (8, 16, 32)
+"""Output strides every backbone can be cut to (``model.backbone_stride``)."""
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """``make()`` → torchvision classifier; ``trunk(classifier)`` → its feature extractor with ``channels``."""
+    """``make()`` → torchvision classifier; ``stages(classifier)`` → its trunk as an ordered list of modules;
+    ``cuts[stride] = (number of stages kept, channels of the last kept stage)``."""
 
     make: Callable[[], nn.Module]
-    trunk: Callable[[nn.Module], nn.Module]
-    channels: int
+    stages: Callable[[nn.Module], list[nn.Module]]
+    cuts: dict[int, tuple[int, int]]
+
+    def trunk(self, classifier: nn.Module, stride: int) -> tuple[nn.Sequential, int]:
+        """The classifier's trunk cut at output ``stride`` and its channel count."""
+        if stride not in self.cuts:
+            raise ValueError(f"backbone stride {stride!r} is not supported; expected one of {sorted(self.cuts)}")
+        keep, channels = self.cuts[stride]
+        return nn.Sequential(*self.stages(classifier)[:keep]), channels
 
 
-def _features(m: nn.Module) -> nn.Module:
-    return m.features
+def _features(m: nn.Module) -> list[nn.Module]:
+    return list(m.features)
 
 
-def _densenet_trunk(m: nn.Module) -> nn.Module:
+def _densenet_stages(m: nn.Module) -> list[nn.Module]:
     # torchvision's DenseNet applies the final ReLU in forward(), outside ``features``.
-    return nn.Sequential(m.features, nn.ReLU(inplace=False))
+    return [*m.features, nn.ReLU(inplace=False)]
 
 
-def _resnet_trunk(m: nn.Module) -> nn.Module:
-    return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4)
+def _resnet_stages(m: nn.Module) -> list[nn.Module]:
+    return [m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4]
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "mobilenet_v3_small": BackboneSpec(lambda: tvm.mobilenet_v3_small(weights=None), _features, 576),
-    "mobilenet_v3_large": BackboneSpec(lambda: tvm.mobilenet_v3_large(weights=None), _features, 960),
-    "efficientnet_b0": BackboneSpec(lambda: tvm.efficientnet_b0(weights=None), _features, 1280),
-    "resnet18": BackboneSpec(lambda: tvm.resnet18(weights=None), _resnet_trunk, 512),
-    "resnet50": BackboneSpec(lambda: tvm.resnet50(weights=None), _resnet_trunk, 2048),
-    "densenet121": BackboneSpec(lambda: tvm.densenet121(weights=None), _densenet_trunk, 1024),
-    "convnext_tiny": BackboneSpec(lambda: tvm.convnext_tiny(weights=None), _features, 768),
+    "mobilenet_v3_small": BackboneSpec(lambda: tvm.mobilenet_v3_small(weights=None), _features,
+                                       {8: (4, 24), 16: (9, 48), 32: (13, 576)}),
+    "mobilenet_v3_large": BackboneSpec(lambda: tvm.mobilenet_v3_large(weights=None), _features,
+                                       {8: (7, 40), 16: (13, 112), 32: (17, 960)}),
+    "efficientnet_b0": BackboneSpec(lambda: tvm.efficientnet_b0(weights=None), _features,
+                                    {8: (4, 40), 16: (6, 112), 32: (9, 1280)}),
+    "resnet18": BackboneSpec(lambda: tvm.resnet18(weights=None), _resnet_stages,
+                             {8: (6, 128), 16: (7, 256), 32: (8, 512)}),
+    "resnet50": BackboneSpec(lambda: tvm.resnet50(weights=None), _resnet_stages,
+                             {8: (6, 512), 16: (7, 1024), 32: (8, 2048)}),
+    "densenet121": BackboneSpec(lambda: tvm.densenet121(weights=None), _densenet_stages,
+                                {8: (7, 512), 16: (9, 1024), 32: (13, 1024)}),
+    "convnext_tiny": BackboneSpec(lambda: tvm.convnext_tiny(weights=None), _features,
+                                  {8: (4, 192), 16: (6, 384), 32: (8, 768)}),
 }
-"""Backbone name → how to build it. Add an entry to support another torchvision classifier."""
+"""Backbone name → how to build and cut it. Add an entry to support another torchvision classifier."""
 
 
 class FeatureBackbone(nn.Module):
-    """``[B, 3, H, W]`` → ``[B, out_channels, h, w]`` (trunk, then a 1×1 convolution to ``out_channels``)."""
+    """``[B, 3, H, W]`` → ``[B, out_channels, H/stride, W/stride]`` (trunk, then a 1×1 convolution to
+    ``out_channels``)."""
 
     def __init__(self, trunk: nn.Module, trunk_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -68,15 +103,18 @@ class FeatureBackbone(nn.Module):
         return self.proj(self.trunk(x))
 
 
-def build_backbone(name: str, out_channels: int = 64, weights_path: str | Path | None = None) -> FeatureBackbone:
-    """Build backbone ``name`` from :data:`BACKBONES`, optionally loading a local classifier ``state_dict``."""
+def build_backbone(name: str, out_channels: int = 64, weights_path: str | Path | None = None,
+                   stride: int = 32) -> FeatureBackbone:
+    """Build backbone ``name`` from :data:`BACKBONES` cut at output ``stride`` (8, 16 or 32), optionally loading
+    a local classifier ``state_dict`` first."""
     spec = BACKBONES.get(name)
     if spec is None:
         raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
     classifier = spec.make()
     if weights_path is not None:
         load_classifier_weights(classifier, name, weights_path)
-    return FeatureBackbone(spec.trunk(classifier), spec.channels, out_channels)
+    trunk, channels = spec.trunk(classifier, stride)
+    return FeatureBackbone(trunk, channels, out_channels)
 
 
 def load_classifier_weights(classifier: nn.Module, name: str, weights_path: str | Path) -> None:

@@ -11,8 +11,10 @@ msf1d      image backbone                             ClinicalTwoMLPHead (RoI fe
 mdf        image ⊕ clinical backbone(spatialise(C))   ClinicalTwoMLPHead
 =========  =========================================  ========================================
 
-The rest is torchvision's: ``AnchorGenerator`` (sizes 32..512, ratios 0.5/1/2 on the single map),
-``RegionProposalNetwork``/``RPNHead``, ``RoIHeads`` with ``MultiScaleRoIAlign(["0"], 7, 2)`` (14 for masks),
+Both backbones are cut at ``cfg.backbone_stride`` (:mod:`mdfnet.model.backbones`). The rest is torchvision's:
+``AnchorGenerator`` (sizes 32..512, ratios 0.5/1/2 on the single map),
+``RegionProposalNetwork``/``RPNHead``, ``RoIHeads`` with RoIAlign 7×7, sampling ratio 2 (14×14 for masks;
+:class:`~mdfnet.model.roi_align.SingleMapRoIAlign`: torchvision's values, a faster CPU backward),
 ``FastRCNNPredictor``, ``MaskRCNNHeads``/``MaskRCNNPredictor`` when ``use_mask``.
 """
 
@@ -26,7 +28,6 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from mdfnet.data.schema import CLASSES
 from mdfnet.model.backbones import build_backbone
@@ -35,6 +36,7 @@ from mdfnet.model.config import ModelConfig
 from mdfnet.model.detector import FEATURE_KEY, FixedSizeTransform, FusedFeatures, ImageFeatures, MDFNet
 from mdfnet.model.fusion import build_fusion
 from mdfnet.model.heads import ClinicalRoIPool, ClinicalTwoMLPHead
+from mdfnet.model.roi_align import SingleMapRoIAlign
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,13 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
             "(data.features is empty); select features or use model.variant=baseline"
         )
 
-    image_backbone = build_backbone(cfg.backbone, cfg.out_channels, cfg.weights_path)
+    image_backbone = build_backbone(cfg.backbone, cfg.out_channels, cfg.weights_path, cfg.backbone_stride)
     if spec.fusion_3d:
         features: nn.Module = FusedFeatures(
             image_backbone,
             Spatialiser(encoder.out_dim, image_size, 3, cfg.spatialiser_width, cfg.spatialiser_min_width),
-            build_backbone(cfg.clinical_backbone_name, cfg.out_channels, cfg.clinical_weights_path),
+            build_backbone(cfg.clinical_backbone_name, cfg.out_channels, cfg.clinical_weights_path,
+                           cfg.backbone_stride),
             build_fusion(cfg.fusion, cfg.out_channels),
         )
     else:
@@ -116,7 +119,7 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
         nms_thresh=cfg.rpn_nms_thresh,
     )
 
-    roi_align = MultiScaleRoIAlign(featmap_names=[FEATURE_KEY], output_size=ROI_SIZE, sampling_ratio=2)
+    roi_align = SingleMapRoIAlign(FEATURE_KEY, output_size=ROI_SIZE, sampling_ratio=2)
     pooled = channels * ROI_SIZE * ROI_SIZE
     if spec.fusion_1d:
         box_roi_pool: nn.Module = ClinicalRoIPool(roi_align)
@@ -127,7 +130,7 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
     mask_parts: dict[str, nn.Module] = {}
     if cfg.use_mask:
         mask_parts = dict(
-            mask_roi_pool=MultiScaleRoIAlign(featmap_names=[FEATURE_KEY], output_size=MASK_ROI_SIZE, sampling_ratio=2),
+            mask_roi_pool=SingleMapRoIAlign(FEATURE_KEY, output_size=MASK_ROI_SIZE, sampling_ratio=2),
             mask_head=MaskRCNNHeads(channels, (cfg.mask_head_channels,) * 4, 1),
             mask_predictor=MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, NUM_CLASSES),
         )
@@ -138,8 +141,8 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
         FastRCNNPredictor(cfg.representation_size, NUM_CLASSES),
         fg_iou_thresh=0.5,
         bg_iou_thresh=0.5,
-        batch_size_per_image=512,
-        positive_fraction=0.25,
+        batch_size_per_image=cfg.box_batch_size_per_image,
+        positive_fraction=cfg.box_positive_fraction,
         bbox_reg_weights=None,
         score_thresh=cfg.box_score_thresh,
         nms_thresh=cfg.box_nms_thresh,

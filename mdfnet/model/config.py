@@ -27,12 +27,20 @@ class ModelConfig:
       backbone defaults to the image backbone's architecture (separate weights).
     - ``weights_path`` / ``clinical_weights_path``: optional local torchvision classifier ``state_dict`` files
       (nothing is downloaded; default random init).
+    - ``backbone_stride``: output stride of both backbones, 8, 16 or 32 (paper: 32, a 16×16 map at 512 px).
+      Scales the paper's geometry down to small images: at 64 px, stride 32 leaves a 2×2 map (48 anchors, most
+      small lesions never proposed); stride 8 gives 8×8 (the paper's 16×16 at 128 px).
     - ``out_channels``: channels of the single feature map (paper: 64; 16×16 at 512 px).
     - ``use_mask``: add the Mask R-CNN mask branch (targets' masks are the filled boxes); off = 4 losses.
     - ``gender_embedding_dim``: size of the gender embedding (paper: 55, so 55 + 9 numeric = 64).
     - ``spatialiser_width`` / ``spatialiser_min_width``: channels of spatialiser block ``i`` are
       ``max(min_width, width // 2**i)``; the last block outputs 3 channels.
     - ``representation_size``: width of the box head's fc6/fc7 (paper: 64).
+    - ``rpn_pre/post_nms_top_n_train/test``: proposals kept per image before / after the RPN's NMS
+      (torchvision's ``RegionProposalNetwork`` arguments).
+    - ``box_batch_size_per_image`` / ``box_positive_fraction``: RoIs sampled per image for the box head's loss and
+      their positive share (torchvision's ``RoIHeads``: 512 / 0.25). Small images with few lesions learn faster
+      with fewer (32): each ground-truth box yields few positive RoIs, drowned among 512.
     """
 
     variant: Variant = "mdf"
@@ -41,6 +49,7 @@ class ModelConfig:
     clinical_backbone: str | None = None
     weights_path: str | None = None
     clinical_weights_path: str | None = None
+    backbone_stride: int = 32
     out_channels: int = 64
     use_mask: bool = True
     gender_embedding_dim: int = 55
@@ -55,6 +64,8 @@ class ModelConfig:
     rpn_post_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 1000
     rpn_post_nms_top_n_test: int = 1000
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
     box_nms_thresh: float = 0.2
     box_score_thresh: float = 0.05
     box_detections_per_img: int = 10
@@ -62,17 +73,22 @@ class ModelConfig:
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def validate(self) -> None:
-        from mdfnet.model.backbones import BACKBONES
+        from mdfnet.model.backbones import BACKBONE_STRIDES, BACKBONES
 
         for key in ("backbone", "clinical_backbone"):
             name = getattr(self, key)
             if name is not None and name not in BACKBONES:
                 raise ConfigError(f"model.{key}: unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+        if self.backbone_stride not in BACKBONE_STRIDES:
+            raise ConfigError(f"model.backbone_stride: expected one of {list(BACKBONE_STRIDES)}, "
+                              f"got {self.backbone_stride!r}")
         for key in ("out_channels", "gender_embedding_dim", "spatialiser_width", "spatialiser_min_width",
-                    "representation_size", "mask_head_channels", "box_detections_per_img"):
+                    "representation_size", "mask_head_channels", "box_detections_per_img",
+                    "box_batch_size_per_image", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
+                    "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: expected a positive integer, got {getattr(self, key)!r}")
-        for key in ("rpn_nms_thresh", "box_nms_thresh", "box_score_thresh"):
+        for key in ("rpn_nms_thresh", "box_nms_thresh", "box_score_thresh", "box_positive_fraction"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"model.{key}: expected a value in [0, 1], got {getattr(self, key)!r}")
         if not self.anchor_sizes or not self.aspect_ratios:

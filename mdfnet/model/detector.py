@@ -143,3 +143,22 @@ class MDFNet(nn.Module):
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def classify_boxes(self, images: list[torch.Tensor], clinical: Mapping[str, torch.Tensor] | None,
+                       boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Class logits ``[R, num_classes]`` (background first) of the box head for given boxes, skipping the RPN.
+
+        ``boxes``: one ``[N_b, 4]`` xyxy tensor per image in image pixels, ``R = Σ_b N_b`` in that order. A probe of
+        the classification branch alone (e.g. on ground-truth boxes: does the clinical vector decide between two
+        look-alike classes?); call it under ``torch.no_grad()`` in eval mode for stable BatchNorm statistics.
+        """
+        if len(boxes) != len(images):
+            raise ValueError(f"{len(boxes)} box tensors for {len(images)} images")
+        image_list, _ = self.transform(images, None)
+        clinical_vector = self.clinical_encoder(clinical, len(images))  # [B, D]
+        feature_map = self.features(image_list.tensors, clinical_vector)  # [B, C, h, w]
+        heads = self.roi_heads
+        pooled = heads.box_roi_pool({FEATURE_KEY: feature_map, CLINICAL_KEY: clinical_vector}, list(boxes),
+                                    image_list.image_sizes)
+        logits, _ = heads.box_predictor(heads.box_head(pooled))
+        return logits

@@ -4,11 +4,11 @@ torchvision's :class:`~torchvision.models.detection.roi_heads.RoIHeads` calls
 ``box_head(box_roi_pool(features, proposals, image_shapes))`` with the *final* proposals (after training-time
 sampling). The model passes ``features = {"0": feature map [B, C, h, w], "clinical": C [B, D]}`` to the RoI
 heads, so the pooling stage is the one place that knows both the RoIs and their image: :class:`ClinicalRoIPool`
-pools ``[R, C, 7, 7]`` with torchvision's ``MultiScaleRoIAlign`` (which reads only the named feature maps) and
+pools ``[R, C, 7, 7]`` with a RoIAlign that reads only the named feature map and
 repeats image ``b``'s clinical vector once per RoI of image ``b`` (``R = Σ_b len(proposals[b])``, same order).
 :class:`ClinicalTwoMLPHead` concatenates the flattened RoI features with that vector before fc6.
 No subclass of ``RoIHeads`` and no state stored on modules is needed; the plain (non-fused) heads use
-torchvision's ``MultiScaleRoIAlign`` and ``TwoMLPHead`` unchanged, and ignore the ``"clinical"`` entry.
+the same RoIAlign and torchvision's ``TwoMLPHead`` unchanged, and ignore the ``"clinical"`` entry.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import MultiScaleRoIAlign
 
 CLINICAL_KEY = "clinical"
 
@@ -33,7 +32,7 @@ class RoIFeatures(NamedTuple):
 class ClinicalRoIPool(nn.Module):
     """``(features, proposals: list[[N_b, 4]], image_shapes)`` → :class:`RoIFeatures` (see module docstring)."""
 
-    def __init__(self, roi_align: MultiScaleRoIAlign, clinical_key: str = CLINICAL_KEY) -> None:
+    def __init__(self, roi_align: nn.Module, clinical_key: str = CLINICAL_KEY) -> None:
         super().__init__()
         self.roi_align = roi_align
         self.clinical_key = clinical_key

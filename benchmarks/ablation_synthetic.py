@@ -1,11 +1,13 @@
 """Does clinical fusion help on the synthetic data? Variants × seeds × generated datasets, scored on val and test.
 
     python benchmarks/ablation_synthetic.py [--studies 600] [--data-seeds 1,2] [--seeds 0,1,2]
-        [--variants baseline,msf3d,msf1d,mdf,mdf-shuffled] [--epochs 15] [--image-size 64] [--jobs 2]
+        [--variants baseline,msf3d,msf1d,mdf,mdf-shuffled] [--epochs N] [--image-size 64] [--jobs 2]
         [--set key=value ...] [--workdir data/ablation] [--json FILE] [--markdown FILE]
 
 Every run uses the base of the ``demo`` grid (``pipelines/grids/demo.yaml``: the small-scale recipe — 64 px,
-stride-8 MobileNetV3-small, 32 RoIs per image, masks off, lr 0.01, clip 10), then ``--epochs`` and ``--set``.
+stride-8 MobileNetV3-small, 32 RoIs per image, masks off, 20 epochs, lr 0.01 with a cosine decay, clip 10),
+or with ``--recipe paper`` the paper's defaults (anchors scaled to ``--image-size``), then ``--epochs`` and
+``--set``. On a GPU: ``--recipe paper --source-size 512 --image-size 512 --set train.device=cuda``.
 A variant name ending in ``-shuffled`` is the shuffled-clinical control of that variant
 (``data.shuffle_clinical=true``: every study gets another study's clinical values).
 
@@ -13,7 +15,9 @@ The generator (``mdfnet/data/synthetic.py``) renders *Consolidation* and *Pulmon
 renderer and the same box distribution: the image cannot tell them apart, the triage can (fever vs tachypnoea /
 low SpO₂). Besides IoBB AP@0.5 the script reports the look-alike pair's balanced accuracy
 (:func:`mdfnet.evaluation.pair_confusion`: for each ground-truth box of the pair, is the highest-scoring
-covering detection of the pair of the right class; misses counted apart).
+covering detection of the pair of the right class; misses counted apart) and a probe of the box head alone:
+its Consolidation-vs-edema accuracy on the pair's ground-truth boxes with the clinical data of each study and
+with shuffled clinical data (``probe_own`` / ``probe_shuffled``; ``--probe-train`` adds the train split).
 
 Per data seed: ``generate`` → ``join`` → ``preprocess`` (``image_size``), cached in ``--cache``; then every variant × seed is
 an ordinary ``mdfnet train`` run folder under ``WORKDIR/d<data seed>/runs`` (best checkpoint on validation AP
@@ -39,11 +43,18 @@ METRICS = ("ap", "lookalike_bacc", "lookalike_missed")
 log = logging.getLogger("ablation")
 
 
-def recipe() -> list[str]:
-    """The base overrides of the ``demo`` grid (the small-scale recipe)."""
+def recipe(name: str = "small", image_size: int = 64) -> list[str]:
+    """Base overrides of a recipe: ``small`` = the ``demo`` grid's base (the small-scale CPU recipe); ``paper`` =
+    the paper's defaults (``configs/train.yaml``: stride 32, 512 RoIs, masks, lr 1e-3 constant, 100 epochs) with
+    the anchors scaled to ``image_size`` (32..512 at 512 px)."""
     from mdfnet.steps import load_grids
 
-    return [str(s) for s in load_grids(ROOT / "pipelines" / "grids")["demo"]["base"]]
+    if name == "small":
+        return [str(s) for s in load_grids(ROOT / "pipelines" / "grids")["demo"]["base"]]
+    if name == "paper":
+        anchors = [max(1, round(a * image_size / 512)) for a in (32, 64, 128, 256, 512)]
+        return [f"model.anchor_sizes=[{','.join(map(str, anchors))}]", "train.progress=false"]
+    raise ValueError(f"unknown recipe {name!r}; expected small or paper")
 
 
 def variant_overrides(name: str) -> list[str]:
@@ -72,14 +83,43 @@ def prepare(workdir: Path, studies: int, data_seed: int, image_size: int, source
     return pre
 
 
+def box_probe(model, datasets: dict[str, Any]) -> dict[str, float]:
+    """The box head alone on the ground-truth boxes of the look-alike pair (:meth:`MDFNet.classify_boxes`): the
+    share whose logits rank the right class of the pair first, with the clinical data of each dataset in
+    ``datasets`` (e.g. the run's own and the shuffled control's). NaN without boxes of the pair."""
+    import torch
+
+    from mdfnet.data import collate_detection
+    from mdfnet.data.schema import CLASSES
+    from mdfnet.evaluation import LOOKALIKE_PAIR
+
+    a, b = (CLASSES.index(c) + 1 for c in LOOKALIKE_PAIR)
+    out = {}
+    for name, ds in datasets.items():
+        items = [ds[i] for i in range(len(ds))]
+        images, clinical, targets = collate_detection(items)
+        pair = [(t["labels"] == a) | (t["labels"] == b) for t in targets]
+        labels = torch.cat([t["labels"][m] for t, m in zip(targets, pair, strict=True)])
+        if len(labels) == 0:
+            out[name] = math.nan
+            continue
+        with torch.no_grad():
+            logits = model.eval().classify_boxes(images, clinical, [t["boxes"][m] for t, m in zip(targets, pair,
+                                                                                                    strict=True)])
+        out[name] = float((torch.where(logits[:, a] > logits[:, b], a, b) == labels).float().mean())
+    return out
+
+
 def score_split(model, cfg, data_dir: Path, split: str) -> dict[str, float]:
-    """IoBB AP/AR@0.5 and the look-alike pair's metrics of ``model`` on ``split``."""
+    """IoBB AP/AR@0.5, the look-alike pair's metrics and the box-head probe of ``model`` on ``split``."""
     from mdfnet.data import MDFDataset
     from mdfnet.evaluation import dataset_to_coco, evaluate, outputs_to_coco, pair_confusion
     from mdfnet.train import predict
 
     ds = MDFDataset(data_dir, split, features=cfg.data.features, with_masks=False,
                     shuffle_clinical=cfg.data.shuffle_clinical)
+    probe = box_probe(model, {"own": ds, "shuffled": MDFDataset(data_dir, split, features=cfg.data.features,
+                                                                 with_masks=False, shuffle_clinical=True)})
     gt = dataset_to_coco(ds)
     dets = outputs_to_coco(predict(model, ds, batch_size=8), [i + 1 for i in range(len(ds))])
     res = evaluate(gt, dets, overlap="iobb", thresholds=(0.5,), max_dets=cfg.model.box_detections_per_img,
@@ -87,7 +127,7 @@ def score_split(model, cfg, data_dir: Path, split: str) -> dict[str, float]:
     pair = pair_confusion(gt, dets, score_threshold=cfg.model.box_score_thresh)
     return {"ap": res.ap, "ar": res.ar, "lookalike_bacc": pair.balanced_accuracy,
             "lookalike_missed": pair.total_missed, "lookalike_correct": sum(pair.correct),
-            "lookalike_swapped": sum(pair.swapped)}
+            "lookalike_swapped": sum(pair.swapped), "probe_own": probe["own"], "probe_shuffled": probe["shuffled"]}
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +136,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     from mdfnet.train import config_from_sources, load_model, train
 
-    torch.set_num_threads(1)
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
     logging.getLogger().setLevel(logging.WARNING)  # the workers' per-epoch logs would drown the summary
     out = Path(job["out"])
     cfg = config_from_sources(None, [*job["overrides"], f"seed={job['seed']}"])
@@ -105,7 +146,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     model, cfg = load_model(result.best_checkpoint)
     row = {k: job[k] for k in ("variant", "seed", "data_seed")}
     row.update(best_epoch=result.best_epoch, train_s=round(time.perf_counter() - t0, 1))
-    for split in ("val", "test"):
+    for split in ("train", "val", "test") if job.get("probe_train") else ("val", "test"):
         row.update({f"{split}/{k}": v for k, v in score_split(model, cfg, Path(job["data"]), split).items()})
     return row
 
@@ -124,8 +165,9 @@ def table(rows: list[dict[str, Any]], variants: list[str]) -> str:
     and the number of runs whose test AP beats the baseline run of the same dataset and seed."""
     base = {(r["data_seed"], r["seed"]): r["test/ap"] for r in rows if r["variant"] == "baseline"}
     head = ("| variant | runs | val AP % | test AP % | test AP − baseline (pts) | runs above baseline (test AP) "
-            "| val look-alike bAcc | test look-alike bAcc | test pair boxes missed |")
-    lines = [head, "|" + "---|" * 9]
+            "| val look-alike bAcc | test look-alike bAcc | test pair boxes missed "
+            "| test box-head probe: own / shuffled clinical |")
+    lines = [head, "|" + "---|" * 10]
     for v in variants:
         mine = [r for r in rows if r["variant"] == v]
         gaps = [r["test/ap"] - base[(r["data_seed"], r["seed"])] for r in mine if (r["data_seed"], r["seed"]) in base]
@@ -135,7 +177,9 @@ def table(rows: list[dict[str, Any]], variants: list[str]) -> str:
                      f"| {mean_sd(gaps, 100) if v != 'baseline' else '—'} | {above} "
                      f"| {mean_sd([r['val/lookalike_bacc'] for r in mine], 1, 2)} "
                      f"| {mean_sd([r['test/lookalike_bacc'] for r in mine], 1, 2)} "
-                     f"| {mean_sd([r['test/lookalike_missed'] for r in mine], 1, 1)} |")
+                     f"| {mean_sd([r['test/lookalike_missed'] for r in mine], 1, 1)} "
+                     f"| {mean_sd([r['test/probe_own'] for r in mine], 1, 2)} / "
+                     f"{mean_sd([r['test/probe_shuffled'] for r in mine], 1, 2)} |")
     return "\n".join(lines)
 
 
@@ -147,13 +191,17 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64, help="preprocess image_size")
     p.add_argument("--variants", default="baseline,msf3d,msf1d,mdf,mdf-shuffled")
     p.add_argument("--seeds", default="0,1,2", help="training seeds")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--recipe", choices=("small", "paper"), default="small",
+                   help="small: the demo grid's CPU recipe; paper: the paper's defaults, anchors scaled to the image")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra TrainConfig override")
     p.add_argument("--workdir", type=Path, default=Path("data/ablation"))
     p.add_argument("--cache", type=Path, default=None, help="generated/preprocessed datasets (default WORKDIR/data)")
-    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (0 = torch's default)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None)
+    p.add_argument("--probe-train", action="store_true", help="also score the train split (is the rule learned?)")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     variants = a.variants.split(",")
@@ -163,9 +211,10 @@ def main() -> None:
         for variant in variants:
             for seed in (int(s) for s in a.seeds.split(",")):
                 jobs.append({"variant": variant, "seed": seed, "data_seed": data_seed, "data": str(data),
+                             "probe_train": a.probe_train, "threads": a.threads,
                              "out": str(a.workdir / f"d{data_seed}" / "runs" / f"{variant}-s{seed}"),
-                             "overrides": [*recipe(), f"train.epochs={a.epochs}", *variant_overrides(variant),
-                                           *a.overrides]})
+                             "overrides": [*recipe(a.recipe, a.image_size), *([f"train.epochs={a.epochs}"] if a.epochs else []),
+                                           *variant_overrides(variant), *a.overrides]})
     t0 = time.perf_counter()
     rows = []
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:

@@ -139,9 +139,11 @@ def configure(cwd: str | Path | None = None) -> MlflowClient:
 
 
 def runs_page_url(tracking_uri: str, experiment_id: str, ui_base: str = "http://127.0.0.1:5000") -> str:
-    """Link to the experiment's runs table (MLflow 3's UI opens an overview page otherwise)."""
+    """Link to the experiment's model-training runs table. MLflow 3's UI otherwise opens an overview page in its
+    GenAI mode; the ``workflowType=machine_learning`` parameter selects the runs table (a headless-browser check
+    showed the experiment tag alone does not)."""
     base = tracking_uri.rstrip("/") if urlparse(tracking_uri).scheme in ("http", "https") else ui_base
-    return f"{base}/#/experiments/{experiment_id}/runs"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def ui_command(tracking_uri: str, port: int = 5000) -> str:
@@ -151,6 +153,10 @@ def ui_command(tracking_uri: str, port: int = 5000) -> str:
     root = local_artifact_root(tracking_uri)
     dest = f" --artifacts-destination {urlparse(root).path}" if root else ""
     return f"mlflow ui --backend-store-uri {tracking_uri}{dest} --host 127.0.0.1 --port {port}"
+
+
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""Tags of the experiments the pipeline creates: model training (not GenAI) in MLflow 3's UI."""
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
@@ -163,7 +169,7 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     root = local_artifact_root(client.tracking_uri)
     location = f"{root}/{_slug(name)}" if root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except Exception:  # created concurrently by another step
         exp = client.get_experiment_by_name(name)
         if exp is None:

@@ -70,7 +70,7 @@ def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capsys):
                                                                                                          "0.1.0")
     assert first.champion_version == "1"
     assert "| 1 |" in first.comparison and "variant-mdf" in first.comparison
-    assert f"/#/experiments/{first.experiment_id}/runs" in first.summary()
+    assert f"/#/experiments/{first.experiment_id}/runs?workflowType=machine_learning" in first.summary()
     assert "mlflow ui --backend-store-uri sqlite:///" in first.summary()
 
     # a strictly worse model: nothing passes score threshold 1.0, so its validation AP is 0, below the champion's

@@ -254,6 +254,7 @@ def test_compare_ranks_cells_by_mean_val_ap_over_seeds():
 
 def test_register_moves_champion_only_for_a_better_model(client):
     exp = tracking.get_or_create_experiment(client, "exp-champion")
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
     model = torch.nn.Linear(2, 1)
 
     def candidate(ap: float) -> dict:

@@ -1,0 +1,126 @@
+"""Writers: deterministic CSV / CSV.gz tables, REFLACX metadata and ellipse files, the JPEGs."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from mdfnet.data import schema
+from mdfnet.data.synthetic.geometry import Lesion
+from mdfnet.data.synthetic.reflacx import Reading
+from mdfnet.data.synthetic.render import render_image
+
+GZIP_LEVEL = 1  # fast; any level is a valid .csv.gz
+
+
+def _remove_twin(path: Path) -> None:
+    twin = path.with_name(path.name[:-3]) if path.name.endswith(".gz") else path.with_name(path.name + ".gz")
+    if twin.exists():
+        twin.unlink()
+
+
+def _csv_field(values: pd.Series) -> np.ndarray:
+    """One column as CSV field strings (object ``[n]``): missing → "", floats as their shortest repr
+    ("98.0", "75006.859", like ``DataFrame.to_csv``), text quoted only when it holds a comma, quote or newline."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        v = values.to_numpy(dtype=np.float64)
+        out = v.astype(str).astype(object)  # numpy's float → str is the shortest round-trip repr
+        out[np.isnan(v)] = ""
+        return out
+    if pd.api.types.is_integer_dtype(values.dtype) and not isinstance(values.dtype, pd.api.extensions.ExtensionDtype):
+        return values.to_numpy().astype(str).astype(object)
+    text = values.astype("string")
+    quote = text.str.contains(r'[,"\n]', regex=True).fillna(False).to_numpy(dtype=bool)
+    out = text.fillna("").to_numpy(dtype=object)
+    if quote.any():
+        out[quote] = ['"' + t.replace('"', '""') + '"' for t in out[quote]]
+    return out
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """``df`` as CSV bytes (no index, ``\\n`` line ends), the same text as ``df.to_csv(index=False)`` for the
+    column types used here, built column-wise (≈10× faster than ``to_csv`` at 450k rows)."""
+    header = ",".join(_csv_field(pd.Series(df.columns.astype(str), dtype=object)))
+    if len(df) == 0:
+        return (header + "\n").encode()
+    cols = [_csv_field(df[c]) for c in df.columns]
+    return (header + "\n" + "\n".join(map(",".join, zip(*cols, strict=True))) + "\n").encode()
+
+
+def write_table(df: pd.DataFrame, path: Path, gz: bool) -> Path:
+    """Deterministic CSV (gzip with ``mtime=0`` when ``gz``); removes the other ``.csv``/``.csv.gz`` twin."""
+    path = path.with_name(path.name + ".gz") if gz else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_twin(path)
+    data = csv_bytes(df)
+    if gz:
+        with open(path, "wb") as raw, gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=raw, mtime=0,
+                                                   compresslevel=GZIP_LEVEL) as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def _ellipses_text(reading: Reading) -> str:
+    labels = schema.REFLACX_PHASE3_LABELS if reading.phase == 3 else schema.REFLACX_PHASE12_LABELS
+    lines = [",".join((*schema.REFLACX_ELLIPSE_COLUMNS, *labels))]
+    for x0, y0, x1, y1, cert, marks in reading.ellipses:
+        unknown = set(marks) - set(labels)
+        if unknown:
+            raise ValueError(f"labels {sorted(unknown)} are not phase-{reading.phase} REFLACX labels")
+        lines.append(",".join([str(x0), str(y0), str(x1), str(y1), str(cert),
+                               *("True" if lab in marks else "False" for lab in labels)]))
+    return "\n".join(lines) + "\n"
+
+
+def write_reflacx(root: Path, studies: pd.DataFrame, readings: list[Reading]) -> None:
+    """``metadata_phase_{1,2,3}.csv`` and one ``anomaly_location_ellipses.csv`` per reading."""
+    rows: dict[int, list[dict]] = {1: [], 2: [], 3: []}
+    for r in readings:
+        st = studies.iloc[r.image]
+        labels = schema.REFLACX_PHASE3_LABELS if r.phase == 3 else schema.REFLACX_PHASE12_LABELS
+        cert = dict.fromkeys(labels, 0)
+        for *_, c, marks in r.ellipses:
+            for lab in marks:
+                cert[lab] = max(cert[lab], c)
+        rel = schema.cxr_image_relpath(int(st["subject_id"]), int(st["study_id"]), st["dicom_id"])
+        rows[r.phase].append({
+            "id": r.reflacx_id, "split": st["split"], "eye_tracking_data_discarded": r.eye_tracking_data_discarded,
+            "image": f"physionet.org/files/mimic-cxr/2.0.0/{rel[:-4]}.dcm",
+            "dicom_id": st["dicom_id"], "subject_id": int(st["subject_id"]),
+            "image_size_x": int(st["width"]), "image_size_y": int(st["height"]), **cert,
+        })
+        path = root / schema.ellipses_path(r.reflacx_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_ellipses_text(r))
+    for phase in schema.REFLACX_PHASES:
+        labels = schema.REFLACX_PHASE3_LABELS if phase == 3 else schema.REFLACX_PHASE12_LABELS
+        df = pd.DataFrame(rows[phase], columns=[*schema.REFLACX_METADATA_COLUMNS, *labels])
+        write_table(df, root / schema.reflacx_metadata_path(phase), gz=False)
+
+
+def write_images(root: Path, studies: pd.DataFrame, geometry: list[list[Lesion]],
+                  seed_seq: np.random.SeedSequence) -> int:
+    """One JPEG per REFLACX image except the ``no_image`` ones; each image has its own child generator."""
+    from tqdm import tqdm
+
+    seeds = seed_seq.spawn(len(studies))
+    written = 0
+    for i in tqdm(range(len(studies)), desc="synthetic CXR images", unit="img", disable=None):
+        st = studies.iloc[i]
+        path = root / schema.CXR_DIR / schema.cxr_image_relpath(int(st["subject_id"]), int(st["study_id"]),
+                                                                st["dicom_id"])
+        if st["role"] == "no_image":
+            path.unlink(missing_ok=True)
+            continue
+        arr = render_image(np.random.default_rng(seeds[i]), st["anatomy"], geometry[i], int(st["width"]),
+                           int(st["height"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path, format="JPEG", quality=92)
+        written += 1
+    return written

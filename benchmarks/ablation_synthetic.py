@@ -47,7 +47,7 @@ def recipe(name: str = "small", image_size: int = 64) -> list[str]:
     """Base overrides of a recipe: ``small`` = the ``demo`` grid's base (the small-scale CPU recipe); ``paper`` =
     the paper's defaults (``configs/train.yaml``: stride 32, 512 RoIs, masks, lr 1e-3 constant, 100 epochs) with
     the anchors scaled to ``image_size`` (32..512 at 512 px)."""
-    from mdfnet.steps import load_grids
+    from mdfnet.pipeline.grids import load_grids
 
     if name == "small":
         return [str(s) for s in load_grids(ROOT / "pipelines" / "grids")["demo"]["base"]]
@@ -114,7 +114,7 @@ def score_split(model, cfg, data_dir: Path, split: str) -> dict[str, float]:
     """IoBB AP/AR@0.5, the look-alike pair's metrics and the box-head probe of ``model`` on ``split``."""
     from mdfnet.data import MDFDataset
     from mdfnet.evaluation import dataset_to_coco, evaluate, outputs_to_coco, pair_confusion
-    from mdfnet.train import predict
+    from mdfnet.training import predict
 
     ds = MDFDataset(data_dir, split, features=cfg.data.features, with_masks=False,
                     shuffle_clinical=cfg.data.shuffle_clinical)
@@ -134,7 +134,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) one variant × seed on one dataset and score its best checkpoint on val and test."""
     import torch
 
-    from mdfnet.train import config_from_sources, load_model, train
+    from mdfnet.training import config_from_sources, load_model, train
 
     if job.get("threads"):
         torch.set_num_threads(job["threads"])

@@ -9,7 +9,7 @@ Every variant is built from the same ``ModelConfig`` (only ``variant`` differs) 
 (random images, 9 numeric + gender clinical features, 2 boxes per image except the last, which has none).
 
 - train: ``--steps`` full optimiser steps (forward, uncertainty-weighted loss, backward, SGD step) per round,
-  the way :func:`mdfnet.train.train` runs them (same AMP/GradScaler/channels_last choices on CUDA);
+  the way :func:`mdfnet.training.train` runs them (same AMP/GradScaler/channels_last choices on CUDA);
 - inference: ``--steps`` eval-mode forward passes under ``torch.no_grad`` (images + clinical data only).
 
 Variants are measured in interleaved rounds (each round times every variant once, after ``--warmup`` untimed
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from mdfnet.model import ModelConfig, UncertaintyWeightedLoss, build_model, loss_names
-from mdfnet.train import resolve_amp, resolve_device
+from mdfnet.training.loop import resolve_amp, resolve_device
 
 VARIANTS = ("baseline", "msf3d", "msf1d", "mdf")
 

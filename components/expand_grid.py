@@ -1,12 +1,8 @@
 """expand_grid: grid name × seeds → loop items; opens (or, with KFP's MLflow plugin, finds) the pipeline run."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input
 
-from components._images import image
 
-
-@dsl.component(base_image=image("grid"), install_kfp_package=False)
 def expand_grid(
     data: Input[Dataset],
     grids: dict,
@@ -18,8 +14,8 @@ def expand_grid(
     run_id: str,
     images: dict,
 ) -> list:
-    """One item per cell × seed carrying its overrides, labels and the parent MLflow run (mdfnet.steps)."""
-    from mdfnet import steps
+    """One item per cell × seed carrying its resolved config, labels and the parent MLflow run (mdfnet.pipeline.steps)."""
+    from mdfnet.pipeline import steps
 
     return steps.expand_grid(grids, grid, [int(s) for s in seeds], [str(o) for o in overrides], data.path,
                              experiment, run_name, kfp_run_id=run_id, image_tags=images)

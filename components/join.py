@@ -1,12 +1,8 @@
 """join: sources (local folder or s3://bucket/prefix) → joined Dataset + exclusion report."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
 
-from components._images import image
 
-
-@dsl.component(base_image=image("join"), install_kfp_package=False)
 def join(
     source_uri: str,
     joined: Output[Dataset],
@@ -14,10 +10,10 @@ def join(
     keep_negatives: bool = True,
     min_certainty: int = 1,
 ) -> dict:
-    """Join REFLACX readings with CXR metadata, patients, ED stays and triage (mdfnet.steps.join_step)."""
-    from mdfnet import steps
+    """Join REFLACX readings with CXR metadata, patients, ED stays and triage (mdfnet.pipeline.steps.join_step)."""
+    from mdfnet.pipeline import reports, steps
 
     res = steps.join_step(source_uri, joined.path, keep_negatives=keep_negatives, min_certainty=min_certainty)
-    steps.write_text(report.path, res.pop("report_markdown"))
+    reports.write_text(report.path, res.pop("report_markdown"))
     joined.metadata.update({"readings": res["n_kept"], "boxes": res["n_boxes"]})
     return res

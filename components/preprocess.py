@@ -1,22 +1,18 @@
 """preprocess: joined Dataset → preprocessed Dataset (cleaned, split, cached images) + cleaning report."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Output
 
-from components._images import image
 
-
-@dsl.component(base_image=image("preprocess"), install_kfp_package=False)
 def preprocess(
     joined: Input[Dataset],
     overrides: list,
     data: Output[Dataset],
     report: Output[Markdown],
 ) -> dict:
-    """Clean clinical values, split by patient, fit on train, cache images (mdfnet.steps.preprocess_step)."""
-    from mdfnet import steps
+    """Clean clinical values, split by patient, fit on train, cache images (mdfnet.pipeline.steps.preprocess_step)."""
+    from mdfnet.pipeline import reports, steps
 
     res = steps.preprocess_step(joined.path, data.path, [str(o) for o in overrides])
-    steps.write_text(report.path, res.pop("report_markdown"))
+    reports.write_text(report.path, res.pop("report_markdown"))
     data.metadata.update({"images": res["n_images"], **{f"split.{k}": v for k, v in res["splits"].items()}})
     return res

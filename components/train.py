@@ -1,12 +1,8 @@
 """train (GPU): one grid item → Model (best checkpoint + run.json) and its training metrics."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components._images import image
 
-
-@dsl.component(base_image=image("train"), install_kfp_package=False)
 def train(
     item: dict,
     data: Input[Dataset],
@@ -14,8 +10,8 @@ def train(
     metrics: Output[Metrics],
     max_steps: int = 0,
 ):
-    """Train the item's config into its MLflow cell run (mdfnet.steps.train_step); max_steps 0 = no limit."""
-    from mdfnet import steps
+    """Train the item's config into its MLflow cell run (mdfnet.pipeline.steps.train_step); max_steps 0 = no limit."""
+    from mdfnet.pipeline import steps
 
     info = steps.train_step(item, data.path, model.path, max_steps=max_steps or None)
     model.metadata.update({k: info[k] for k in ("run_id", "model_uri", "cell", "seed")})

@@ -2,10 +2,10 @@
 # Build the mdfnet base images and one image per pipeline step (version = mdfnet.__version__):
 #   <registry>/mdfnet-base:<version>        images/base/Dockerfile --target base (no torch)
 #   <registry>/mdfnet-base-torch:<version>  images/base/Dockerfile --target base-torch (only if a torch step is built)
-#   <registry>/mdfnet-<step>:<version>      images/<step>/Dockerfile FROM one of the two
+#   <registry>/mdfnet-<step>:<version>      images/step/Dockerfile FROM one of the two, as images/steps.tsv says
 #
 # usage: images/build.sh [--registry R] [--base IMAGE] [--push] [--dry-run] [STEP ...]
-#   --registry R   image registry/prefix (default: $MDFNET_IMAGE_REGISTRY or ghcr.io/mdfnet, as components/_images.py)
+#   --registry R   image registry/prefix (default: $MDFNET_IMAGE_REGISTRY or ghcr.io/mdfnet, as components/)
 #   --base IMAGE   Python 3.11 base for the mdfnet base image (default: $BASE or python:3.11-slim)
 #   --push         push every image after building it
 #   --dry-run      print the docker commands instead of running them
@@ -17,8 +17,15 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
-STEPS=(join preprocess grid train evaluate compare register)
-TORCH_STEPS=" grid train evaluate "  # built FROM mdfnet-base-torch (they import mdfnet.train); the others FROM mdfnet-base
+# images/steps.tsv: image, base (base | base-torch), component, modules to import (the one map, also read by components/)
+STEPS=()
+declare -A FROM_BASE=() IMPORTS=()
+while read -r image from _component modules; do
+  [[ -z "$image" || "$image" == \#* ]] && continue
+  STEPS+=("$image")
+  FROM_BASE[$image]=$from
+  IMPORTS[$image]=$modules
+done <"$here/steps.tsv"
 
 registry=${MDFNET_IMAGE_REGISTRY:-ghcr.io/mdfnet}
 base=${BASE:-python:3.11-slim}
@@ -67,10 +74,10 @@ build() { # name base-arg dockerfile [docker build options...]
 }
 
 need_torch=0
-for step in "${STEPS[@]}"; do [[ "$TORCH_STEPS" == *" $step "* ]] && need_torch=1; done
+for step in "${STEPS[@]}"; do [[ "${FROM_BASE[$step]}" == base-torch ]] && need_torch=1; done
 build base "$base" "$here/base/Dockerfile" --target base
 ((need_torch)) && build base-torch "$base" "$here/base/Dockerfile" --target base-torch
 for step in "${STEPS[@]}"; do
-  if [[ "$TORCH_STEPS" == *" $step "* ]]; then from="base-torch"; else from="base"; fi
-  build "$step" "$registry/mdfnet-$from:$version" "$here/$step/Dockerfile"
+  build "$step" "$registry/mdfnet-${FROM_BASE[$step]}:$version" "$here/step/Dockerfile" \
+    --build-arg "STEP=$step" --build-arg "IMPORTS=${IMPORTS[$step]}"
 done

@@ -105,8 +105,8 @@ def train_cmd(
     """Train an MDF-Net variant; select the best checkpoint on validation AP (IoBB 0.5)."""
     from mdfnet.config import ConfigError, load_yaml
     from mdfnet.metrics_log import JsonlLogger
-    from mdfnet.train import TrainError, config_from_sources
-    from mdfnet.train import train as run_train
+    from mdfnet.training import TrainError, config_from_sources
+    from mdfnet.training import train as run_train
 
     sets = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
     saved = out / "config.yaml"

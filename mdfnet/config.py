@@ -1,7 +1,7 @@
 """Typed configuration: nested dataclasses loaded from YAML once, with ``key=value`` overrides.
 
 Every command's configuration is a dataclass tree (``PreprocessConfig`` in :mod:`mdfnet.data.preprocess`,
-``TrainConfig`` in :mod:`mdfnet.train` …). This module is the one place where YAML/override text is
+``TrainConfig`` in :mod:`mdfnet.training.config` …). This module is the one place where YAML/override text is
 translated into those types:
 
 >>> from dataclasses import dataclass, field

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from components import DEFAULT_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "pipelines" / "mdfnet_pipeline.yaml"
@@ -38,12 +38,8 @@ def parse_toleration(text: str) -> tuple[str, str | None, str]:
     return key, (value if eq else None), effect
 
 
-def compile_pipeline(output: Path, registry: str | None = None, **options) -> Path:
+def compile_pipeline(output: Path, **options) -> Path:
     """Compile with ``options`` (:class:`pipelines.pipeline.CompileOptions` fields) into ``output``."""
-    if registry:
-        os.environ["MDFNET_IMAGE_REGISTRY"] = registry
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from kfp import compiler
 
     from pipelines.pipeline import CompileOptions, build_pipeline
@@ -56,8 +52,8 @@ def compile_pipeline(output: Path, registry: str | None = None, **options) -> Pa
 @app.command()
 def main(
     output: Annotated[Path, typer.Option("--output", help="Package file to write.")] = DEFAULT_OUTPUT,
-    registry: Annotated[str | None, typer.Option("--registry", help="Image registry (default MDFNET_IMAGE_REGISTRY "
-                                                 "or ghcr.io/mdfnet).")] = None,
+    registry: Annotated[str, typer.Option("--registry", envvar="MDFNET_IMAGE_REGISTRY",
+                                          help="Image registry of the step images.")] = DEFAULT_REGISTRY,
     gpu_node_selector: Annotated[str, typer.Option("--gpu-node-selector", help="k=v for the train task (default: "
                                                    "the NVIDIA GPU operator's node label); '' for none.")
                                  ] = "nvidia.com/gpu.present=true",
@@ -71,7 +67,7 @@ def main(
 ) -> None:
     """Write the compiled pipeline package."""
     path = compile_pipeline(
-        output, registry,
+        output, registry=registry,
         gpu_node_selector=parse_node_selector(gpu_node_selector) if gpu_node_selector else None,
         gpu_toleration=parse_toleration(gpu_toleration) if gpu_toleration else None,
         parallelism=parallelism, train_timeout_s=train_timeout, train_retries=train_retries, secret_name=secret,

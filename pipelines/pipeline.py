@@ -6,9 +6,10 @@ Runtime parameters (set per run in the KFP UI or by :mod:`pipelines.run_local`):
 ``pipelines/grids``; the grids are embedded at compile time), ``seeds``, ``experiment`` (MLflow),
 ``registered_model`` and ``max_steps`` (0 = train the configured epochs).
 
-Compile-time options (:class:`CompileOptions`): loop ``parallelism`` (KFP needs it as a constant), the GPU
-node selector / toleration of the train task, its timeout and retries, and the Kubernetes Secret whose keys
-reach every step as environment variables (:data:`SECRET_KEYS`; values never appear in the package).
+Compile-time options (:class:`CompileOptions`): the image ``registry``, loop ``parallelism`` (KFP needs it as a
+constant), the GPU node selector / toleration of the train task, its timeout and retries, and the Kubernetes
+Secret whose keys reach every step as environment variables (:data:`SECRET_KEYS`; values never appear in the
+package). The components are built for the registry here (``components.build_components``), not at import.
 """
 
 
@@ -18,15 +19,8 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from components import _images
-from components.compare import compare
-from components.evaluate import evaluate
-from components.expand_grid import expand_grid
-from components.join import join
-from components.preprocess import preprocess
-from components.register import register
-from components.train import train
-from mdfnet.steps import load_grids
+from components import DEFAULT_REGISTRY, all_images, build_components
+from mdfnet.pipeline.grids import load_grids
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 PIPELINE_NAME = "mdfnet"
@@ -42,6 +36,7 @@ injects them); the Secret is mounted with ``optional`` so absent keys are fine."
 
 @dataclass(frozen=True)
 class CompileOptions:
+    registry: str = DEFAULT_REGISTRY
     parallelism: int = 4
     gpu_node_selector: tuple[str, str] | None = None
     gpu_toleration: tuple[str, str | None, str] | None = ("nvidia.com/gpu", None, "NoSchedule")
@@ -76,7 +71,8 @@ def build_pipeline(opts: CompileOptions | None = None):
     """The pipeline function for ``opts`` (compile it with ``kfp.compiler.Compiler`` or run it with kfp.local)."""
     opts = opts or CompileOptions()
     grids = opts.grids
-    images = _images.all_images()
+    images = all_images(opts.registry)
+    c = build_components(opts.registry)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="MDF-Net: join, preprocess, ablation grid of GPU trainings "
                   "with evaluation, comparison and champion registration; tracked in MLflow.")
@@ -90,20 +86,21 @@ def build_pipeline(opts: CompileOptions | None = None):
         registered_model: str = "mdfnet",
         max_steps: int = 0,
     ):
-        joined = _with_secret(join(source_uri=source_uri), opts).set_display_name("join")
-        pre = _with_secret(preprocess(joined=joined.outputs["joined"], overrides=preprocess_overrides), opts)
-        items = expand_grid(data=pre.outputs["data"], grids=grids, grid=grid, seeds=seeds, overrides=config_overrides,
-                            experiment=experiment, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, images=images)
+        joined = _with_secret(c["join"](source_uri=source_uri), opts).set_display_name("join")
+        pre = _with_secret(c["preprocess"](joined=joined.outputs["joined"], overrides=preprocess_overrides), opts)
+        items = c["expand_grid"](data=pre.outputs["data"], grids=grids, grid=grid, seeds=seeds,
+                                 overrides=config_overrides, experiment=experiment,
+                                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                 images=images)
         _with_secret(items, opts).set_caching_options(False)
         with dsl.ParallelFor(items.output, parallelism=opts.parallelism) as item:
-            trained = train(item=item, data=pre.outputs["data"], max_steps=max_steps)
+            trained = c["train"](item=item, data=pre.outputs["data"], max_steps=max_steps)
             _gpu(_with_secret(trained, opts), opts).set_caching_options(False)
-            scored = evaluate(model=trained.outputs["model"], data=pre.outputs["data"])
+            scored = c["evaluate"](model=trained.outputs["model"], data=pre.outputs["data"])
             _with_secret(scored, opts).set_caching_options(False)
-        ranked = compare(results=dsl.Collected(scored.outputs["Output"]))
+        ranked = c["compare"](results=dsl.Collected(scored.outputs["Output"]))
         _with_secret(ranked, opts).set_caching_options(False)
-        reg = register(best=ranked.outputs["Output"], model_name=registered_model)
+        reg = c["register"](best=ranked.outputs["Output"], model_name=registered_model)
         _with_secret(reg, opts).set_caching_options(False)
 
     return mdfnet_pipeline

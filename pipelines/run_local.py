@@ -19,10 +19,8 @@ the link to the experiment's runs table.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +29,8 @@ from urllib.parse import urlparse
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from mdfnet import tracking  # noqa: E402
+from components import DEFAULT_REGISTRY
+from mdfnet import tracking
 
 log = logging.getLogger("mdfnet.run_local")
 TINY_PREPROCESS = ("image_size=64", "workers=1")
@@ -73,7 +68,7 @@ def run_local(source: str | Path, workdir: str | Path, grid: str = "tiny", seeds
     """Run the pipeline with kfp.local (pipeline root ``workdir/kfp``) and read the outcome back from MLflow.
 
     ``runner``: ``subprocess`` or ``docker`` (module docstring). ``registry``: image registry of the step images
-    (default ``MDFNET_IMAGE_REGISTRY`` or ``ghcr.io/mdfnet``); it is exported as ``MDFNET_IMAGE_REGISTRY``.
+    (default ``ghcr.io/mdfnet``).
     ``parallelism``: grid cells trained at once (kfp.local runs at most 2 loop iterations at a time; each task
     uses one thread unless ``OMP_NUM_THREADS`` says otherwise).
     """
@@ -92,7 +87,8 @@ def run_local(source: str | Path, workdir: str | Path, grid: str = "tiny", seeds
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     source_uri = str(Path(source).resolve()) if "://" not in str(source) else str(source)
-    build_pipeline, CompileOptions = _pipeline_module(registry)
+    from pipelines.pipeline import CompileOptions, build_pipeline
+
     if runner == "docker":
         check_container_inputs(uri, source_uri, root)
         root.chmod(0o777)  # the step images run as uid 1000 and write their outputs here
@@ -100,36 +96,12 @@ def run_local(source: str | Path, workdir: str | Path, grid: str = "tiny", seeds
     else:
         task_runner = kfp.local.SubprocessRunner(use_venv=False)
     kfp.local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_pipeline(CompileOptions(parallelism=parallelism, secret_name=""))
+    pipeline = build_pipeline(CompileOptions(registry=registry or DEFAULT_REGISTRY, parallelism=parallelism,
+                                             secret_name=""))
     pipeline(source_uri=source_uri, grid=grid, seeds=list(seeds), config_overrides=list(config_overrides),
              preprocess_overrides=list(preprocess_overrides), experiment=experiment,
              registered_model=registered_model, max_steps=max_steps)
     return read_outcome(uri, experiment, registered_model)
-
-
-COMPONENT_IMAGES = {"join": "join", "preprocess": "preprocess", "expand_grid": "grid", "train": "train",
-                    "evaluate": "evaluate", "compare": "compare", "register": "register"}
-"""Component (module ``components.<name>``, function ``<name>``) → its step image name."""
-
-
-def _pipeline_module(registry: str | None):
-    """``(build_pipeline, CompileOptions)`` with the components' images in ``registry`` (if given).
-
-    Components take their image when their module is imported; if they were imported earlier for another
-    registry (e.g. by another test in this process), the component modules and the pipeline are re-imported."""
-    from components import _images
-
-    if registry:
-        os.environ[_images.REGISTRY_ENV] = registry
-    import pipelines.pipeline as pp
-
-    modules = {name: sys.modules[f"components.{name}"] for name in COMPONENT_IMAGES}
-    if any(getattr(modules[name], name).component_spec.implementation.container.image != _images.image(step)
-           for name, step in COMPONENT_IMAGES.items()):
-        for module in modules.values():
-            importlib.reload(module)
-        pp = importlib.reload(pp)
-    return pp.build_pipeline, pp.CompileOptions
 
 
 def container_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -187,8 +159,8 @@ def main(
     max_steps: Annotated[int, typer.Option("--max-steps", help="0 = the configured epochs.")] = 0,
     runner: Annotated[str, typer.Option("--runner", help="subprocess (this Python) or docker (the step "
                                         "images, via DOCKER_HOST).")] = "subprocess",
-    registry: Annotated[str | None, typer.Option("--registry", help="Step image registry (default "
-                                                 "MDFNET_IMAGE_REGISTRY or ghcr.io/mdfnet).")] = None,
+    registry: Annotated[str, typer.Option("--registry", envvar="MDFNET_IMAGE_REGISTRY",
+                                          help="Step image registry.")] = DEFAULT_REGISTRY,
     parallelism: Annotated[int, typer.Option("--parallelism", help="Grid cells trained at once (kfp.local "
                                              "runs at most 2).")] = 1,
     data_seed: Annotated[int, typer.Option("--data-seed", help="Seed of the --synth sources.")] = 0,

@@ -38,12 +38,10 @@ from pathlib import Path
 import pytest
 from servers import S3_CREDS, Service, bucket_objects, file_tail, mlflow_with_s3, no_proxy_for_loopback
 
+import components
 import mdfnet
-from components import _images
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 ENABLED = os.environ.get("MDFNET_E2E_CONTAINERS") == "1"
 CACHE = Path(os.environ.get("MDFNET_E2E_CACHE") or "/var/tmp/mdfnet-e2e")
@@ -191,9 +189,7 @@ def step_images(engine, timings) -> dict[str, str]:
     build_s = _run_logged(["bash", str(ROOT / "images" / "build.sh"), "--registry", REGISTRY, "--base", BASE_IMAGE],
                           CACHE / "build.log", "images/build.sh", timeout=2400, env=dict(os.environ))
     timings["build_s"] = round(build_s, 1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(_images.REGISTRY_ENV, REGISTRY)
-        images = _images.all_images()
+    images = components.all_images(REGISTRY)
     for tag in images.values():
         _docker("image", "inspect", tag)
     return images
@@ -252,7 +248,6 @@ def e2e(step_images, timings, tmp_path_factory):
             mp.setenv(k, v)
         for k in (tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID, "MLFLOW_S3_ENDPOINT_URL"):
             mp.delenv(k, raising=False)
-        mp.setenv(_images.REGISTRY_ENV, REGISTRY)  # restored afterwards (run_local exports the registry)
         since = time.time()
         t1 = time.monotonic()
         out = run_local(f"s3://{BUCKET}/sources", tmp / "w", grid=GRID, seeds=SEEDS, max_steps=3,
@@ -283,7 +278,7 @@ def _runs(e2e) -> tuple[object, list]:
 
 
 def _grid_cells() -> list[str]:
-    from mdfnet.steps import grid_cells, load_grids
+    from mdfnet.pipeline.grids import grid_cells, load_grids
 
     return [c["name"] for c in grid_cells(load_grids(ROOT / "pipelines" / "grids"), GRID)]
 
@@ -310,7 +305,7 @@ def test_pipeline_in_images_is_tracked_on_the_server(e2e):
         assert r.data.params["train.epochs"] == "1" and r.data.params["seed"] == "0"
     version = mdfnet.__version__
     assert {k: v for k, v in parent.data.tags.items() if k.startswith("image.")} == {
-        f"image.{step}": f"{REGISTRY}/mdfnet-{step}:{version}" for step in _images.STEPS}
+        f"image.{step}": f"{REGISTRY}/mdfnet-{step}:{version}" for step in components.all_images()}
     champ = client.get_model_version_by_alias("mdfnet-e2e", tracking.CHAMPION_ALIAS)
     assert out.champion_version == champ.version == "1"
     assert champ.run_id in {r.info.run_id for r in cells}
@@ -355,7 +350,7 @@ def test_steps_ran_in_the_step_images(e2e):
     container per task, each from the task's image; the pipeline run carries the commit baked into the images
     (this process's MDFNET_GIT_SHA differs and is not passed on); the task outputs belong to the images' user."""
     started = e2e["started_images"]
-    img = {step: f"{REGISTRY}/mdfnet-{step}:{mdfnet.__version__}" for step in _images.STEPS}
+    img = components.all_images(REGISTRY)
     n_cells = len(_grid_cells()) * len(SEEDS)
     per_task = {"join": 1, "preprocess": 1, "grid": 1, "train": n_cells, "evaluate": n_cells, "compare": 1,
                 "register": 1}
@@ -408,24 +403,17 @@ def test_run_local_rejects_an_unknown_runner(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_registry_option_recompiles_components_for_that_registry(monkeypatch):
-    """Components take their image at import; run_local's registry re-imports them when it differs."""
-    from pipelines import run_local
+def test_components_are_built_for_the_registry_asked():
+    """No import-time state: the same process builds the pipeline for two registries, each with its images."""
+    from pipelines.pipeline import CompileOptions, build_pipeline
 
-    monkeypatch.delenv(_images.REGISTRY_ENV, raising=False)
-    try:
-        build, _ = run_local._pipeline_module("reg.example:5000/team")
-        import pipelines.pipeline as pp
+    def images_of(registry: str) -> set[str]:
+        from google.protobuf.json_format import MessageToDict
 
-        assert build is pp.build_pipeline
-        assert pp.train.component_spec.implementation.container.image == \
-            f"reg.example:5000/team/mdfnet-train:{mdfnet.__version__}"
-        assert pp.expand_grid.component_spec.implementation.container.image.startswith("reg.example:5000/team/"
-                                                                                         "mdfnet-grid:")
-    finally:
-        monkeypatch.delenv(_images.REGISTRY_ENV, raising=False)
-        run_local._pipeline_module(None)  # back to the default registry for later tests in this process
-    import pipelines.pipeline as pp
+        spec = MessageToDict(build_pipeline(CompileOptions(registry=registry, secret_name="")).pipeline_spec)
+        return {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
 
-    assert pp.train.component_spec.implementation.container.image == _images.image("train")
-    assert _images.image("train").startswith(f"{_images.DEFAULT_REGISTRY}/")
+    assert images_of("reg.example:5000/team") == set(components.all_images("reg.example:5000/team").values())
+    assert images_of("other") == set(components.all_images("other").values())
+    assert components.build_components("r/")["train"].component_spec.implementation.container.image == \
+        f"r/mdfnet-train:{mdfnet.__version__}"

@@ -1,13 +1,14 @@
 """Container images (``images/``): static checks, no Docker engine needed.
 
-- every pipeline step (``components._images.STEPS``, the names the compiled pipeline uses) has
-  ``images/<step>/Dockerfile`` and there are no Dockerfiles for unknown steps;
+- ``images/steps.tsv`` is the one map of step images: every component of ``components/`` has exactly one row, and
+  one parametrised ``images/step/Dockerfile`` builds them all (no per-step Dockerfiles);
 - the base Dockerfile's targets: ``base`` without torch, ``base-torch`` with it, dependency layers first;
 - every Dockerfile takes its base from a build ARG (``ARG BASE`` before ``FROM ${BASE}``), never a ``latest``
   tag, and ends as the non-root user uid 1000, which the base image creates;
-- ``images/build.sh`` tags exactly ``components._images.all_images()`` (the version read from
+- ``images/build.sh`` tags exactly ``components.all_images(registry)`` (the version read from
   ``mdfnet/__init__.py``, not hard-coded: a copy with another version tags that version), each step FROM the
-  base image of the same version (``mdfnet-base`` or, for steps that import torch, ``mdfnet-base-torch``);
+  base image of the same version (``mdfnet-base`` or, for train and evaluate, ``mdfnet-base-torch``) with the
+  step's import check;
 - the image requirement files use the same specifiers as ``pyproject.toml`` and cover every runtime dependency;
 - the torch-free images' build-time import checks pass in a Python where torch cannot be imported;
 - hadolint passes on the Dockerfiles and shellcheck on build.sh (each skipped, loudly, only if its binary —
@@ -27,14 +28,15 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+import components
 import mdfnet
-from components import _images
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "images"
 BUILD = IMAGES / "build.sh"
-STEPS = _images.STEPS
-ALL = ("base", *STEPS)
+STEP_IMAGES = components.step_images()
+STEPS = tuple(s.image for s in STEP_IMAGES.values())
+ALL = ("base", "step")
 
 
 def dockerfile(name: str) -> Path:
@@ -78,7 +80,9 @@ def build_plan(script: Path, *args: str, env: dict[str, str] | None = None) -> l
             return m.group(1) if m else ""
 
         plan.append({"tag": get(r" -t (\S+)"), "dockerfile": get(r" -f (\S+)"), "base": get(r" --build-arg BASE=(\S+)"),
-                     "target": get(r" --target (\S+)"), "version": get(r" --build-arg VERSION=(\S+)")})
+                     "target": get(r" --target (\S+)"), "version": get(r" --build-arg VERSION=(\S+)"),
+                     "step": get(r" --build-arg STEP=(\S+)"),
+                     "imports": get(r" --build-arg IMPORTS=((?:\\ |\S)+)").replace("\\ ", " ")})
     return plan
 
 
@@ -87,13 +91,20 @@ def build_tags(script: Path, *args: str, env: dict[str, str] | None = None) -> l
 
 
 # ------------------------------------------------------------------------------------------ layout
-def test_every_step_has_a_dockerfile_and_no_strays():
+def test_one_map_of_step_images_and_one_step_dockerfile():
     assert STEPS == ("join", "preprocess", "grid", "train", "evaluate", "compare", "register")
-    for name in ALL:
-        assert dockerfile(name).is_file(), f"missing {dockerfile(name)}"
+    assert set(STEP_IMAGES) == set(components.FUNCTIONS)  # every component runs in exactly one step image
+    assert STEP_IMAGES["expand_grid"].image == "grid"
     found = {p.parent.name for p in IMAGES.glob("*/Dockerfile")}
-    assert found == set(ALL), f"Dockerfiles for unknown steps: {sorted(found - set(ALL))}"
+    assert found == set(ALL), f"unexpected Dockerfiles: {sorted(found - set(ALL))}"
     assert os.access(BUILD, os.X_OK) and (IMAGES / "README.md").is_file()
+    bad = IMAGES.parent / "x.tsv"
+    try:
+        bad.write_text("join slim join mdfnet\n")
+        with pytest.raises(ValueError, match="x.tsv:1: expected"):
+            components.step_images(bad)
+    finally:
+        bad.unlink()
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -138,10 +149,9 @@ def test_build_script_has_no_latest():
 
 
 # ------------------------------------------------------------------------------------------ build.sh tags
-def test_build_tags_match_the_pipeline_images(monkeypatch):
+def test_build_tags_match_the_pipeline_images():
     registry = "registry.example:5000/team"
-    monkeypatch.setenv(_images.REGISTRY_ENV, registry)
-    expected = _images.all_images()
+    expected = components.all_images(registry)
     v = mdfnet.__version__
     plan = build_plan(BUILD, "--registry", registry)
     bases = {f"{registry}/mdfnet-base:{v}": "base", f"{registry}/mdfnet-base-torch:{v}": "base-torch"}
@@ -149,14 +159,14 @@ def test_build_tags_match_the_pipeline_images(monkeypatch):
     for b in plan[:2]:  # both base targets of images/base/Dockerfile, from the public slim image by default
         assert (b["dockerfile"], b["base"], b["target"]) == (str(dockerfile("base")), "python:3.11-slim", bases[b["tag"]])
     for step, b in zip(STEPS, plan[2:], strict=True):
-        assert b["dockerfile"] == str(dockerfile(step)) and b["target"] == ""
+        assert b["dockerfile"] == str(dockerfile("step")) and b["target"] == "" and b["step"] == step
         assert b["base"] in bases, f"{step}: built FROM {b['base']}, not a base image of this version"
     assert all(b["version"] == v and b["tag"].endswith(f":{v}") for b in plan)
     # a subset builds only the base images it needs, first; a trailing slash on the registry is dropped
     assert build_tags(BUILD, "--registry", registry + "/", "join", "compare") == [
         f"{registry}/mdfnet-base:{v}", expected["join"], expected["compare"]]
     # default registry and base image are the pipeline's defaults; --base replaces the Python base
-    assert build_tags(BUILD, "join", env={"MDFNET_IMAGE_REGISTRY": ""})[1] == f"{_images.DEFAULT_REGISTRY}/mdfnet-join:{v}"
+    assert build_tags(BUILD, "join", env={"MDFNET_IMAGE_REGISTRY": ""})[1] == f"{components.DEFAULT_REGISTRY}/mdfnet-join:{v}"
     assert build_plan(BUILD, "--base", "local/debian-python:bookworm", "join")[0]["base"] == "local/debian-python:bookworm"
 
 
@@ -169,6 +179,7 @@ def step_bases() -> dict[str, str]:
 def test_build_version_is_read_from_the_package(tmp_path):
     (tmp_path / "images").mkdir()
     shutil.copy2(BUILD, tmp_path / "images" / "build.sh")
+    shutil.copy2(IMAGES / "steps.tsv", tmp_path / "images" / "steps.tsv")
     for f in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / f, tmp_path / f)
     (tmp_path / "images" / "requirements").mkdir()
@@ -211,10 +222,15 @@ def test_image_requirements_match_pyproject():
 
 
 def _import_check(name: str) -> list[str]:
-    """Modules of the ``RUN python -c "import ..."`` build check of an image."""
-    runs = [a for op, a in instructions(dockerfile(name)) if op == "RUN" and a.startswith('python -c "import ')]
-    assert len(runs) == 1, f"{name}: expected one import check, got {runs}"
-    return [m.strip() for m in runs[0][len('python -c "import '):-1].split(",")]
+    """Modules of a step image's build-time import check (what build.sh passes as IMPORTS)."""
+    by_step = {b["step"]: b for b in build_plan(BUILD, "--registry", "r") if b["step"]}
+    return by_step[name]["imports"].split()
+
+
+def test_step_dockerfile_runs_the_import_check():
+    runs = [a for op, a in instructions(dockerfile("step")) if op == "RUN"]
+    assert runs == ['python -c "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]" ${IMPORTS}']
+    assert {tuple(_import_check(s)) for s in STEPS} == {row.modules for row in STEP_IMAGES.values()}
 
 
 def test_base_targets_install_torch_only_in_base_torch():
@@ -244,17 +260,18 @@ def test_base_targets_install_torch_only_in_base_torch():
 
 
 def test_torch_only_where_needed_and_slim_steps_import_without_torch():
-    """grid/train/evaluate are built FROM base-torch (mdfnet.train imports torch); the other steps' import
-    checks must succeed in a Python that cannot import torch, i.e. they really run in the torch-free base."""
+    """Only train and evaluate are built FROM base-torch; the other steps' import checks (the grid step's
+    included: it validates configs with the torch-free ``mdfnet.training.config``) must succeed in a Python that
+    cannot import torch, i.e. they really run in the torch-free base."""
     bases = step_bases()
-    assert set(bases.values()) == {"base", "base-torch"}
     torch_steps = {s for s, b in bases.items() if b == "base-torch"}
+    assert torch_steps == {"train", "evaluate"}
     for s in torch_steps:
-        assert "torch" in _import_check(s) and "mdfnet.train" in _import_check(s)
+        assert "torch" in _import_check(s) and "mdfnet.training" in _import_check(s)
     slim = [s for s in STEPS if s not in torch_steps]
-    assert {"train", "evaluate", "grid"} <= torch_steps and slim
+    assert "grid" in slim and "mdfnet.training.config" in _import_check("grid")
     modules = sorted({m for s in slim for m in _import_check(s)})
-    assert "mdfnet.steps" in modules and not any(m.split(".")[0] in ("torch", "torchvision") for m in modules)
+    assert "mdfnet.pipeline.steps" in modules and not any(m.split(".")[0] in ("torch", "torchvision") for m in modules)
     code = ("import sys\nfor m in ('torch', 'torchvision'): sys.modules[m] = None\n"
             "import importlib\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -263,7 +280,7 @@ def test_torch_only_where_needed_and_slim_steps_import_without_torch():
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "ok"
     # sanity: the same harness does catch a module that needs torch
-    bad = subprocess.run([sys.executable, "-c", code.replace(repr(modules), repr(["mdfnet.train"]))],
+    bad = subprocess.run([sys.executable, "-c", code.replace(repr(modules), repr(["mdfnet.training.loop"]))],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode != 0 and "torch" in bad.stderr
 

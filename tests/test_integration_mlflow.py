@@ -74,7 +74,7 @@ def tracked_run(services, client, tiny_preprocessed, tmp_path_factory):
     import torch
 
     from mdfnet import tracking
-    from mdfnet.train import config_from_sources, load_model, train
+    from mdfnet.training import config_from_sources, load_model, train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -16,7 +16,7 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import mdfnet
-from mdfnet.steps import load_grids
+from mdfnet.pipeline.grids import load_grids
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "pipelines" / "mdfnet_pipeline.yaml"
@@ -26,8 +26,9 @@ FAKE_SECRETS = {"AWS_SECRET_ACCESS_KEY": "sekrit-aws-8c1f", "MLFLOW_TRACKING_PAS
 
 
 def compile_to(path: Path, *args: str) -> str:
-    """Run ``pipelines/compile.py`` in a fresh interpreter (images are fixed when components are imported), with
-    fake credentials in its environment that must not leak into the package."""
+    """Run ``pipelines/compile.py`` as a user does (a fresh interpreter, no ``sys.path`` help: ``pipelines`` and
+    ``components`` are installed packages), with fake credentials in its environment that must not leak into
+    the package."""
     env = {k: v for k, v in os.environ.items() if k != "MDFNET_IMAGE_REGISTRY"} | FAKE_SECRETS
     subprocess.run([sys.executable, str(ROOT / "pipelines" / "compile.py"), "--output", str(path), *args],
                    check=True, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -106,7 +107,7 @@ def test_train_task_requests_one_gpu_with_node_selector_toleration_timeout_retri
     assert parse_strict(custom_text)[1].root.dag.tasks["for-loop-1"].iterator_policy.parallelism_limit == 7
 
 
-def test_every_step_runs_in_its_versioned_image_which_has_a_dockerfile(default_text, custom_text):
+def test_every_step_runs_in_its_versioned_image_which_build_sh_builds(default_text, custom_text):
     for text, registry in ((default_text, "ghcr.io/mdfnet"), (custom_text, "reg.example:5000/team")):
         images = {name: e["container"]["image"] for name, e in parse_strict(text)[1].deployment_spec["executors"].items()}
         steps = set()
@@ -115,8 +116,11 @@ def test_every_step_runs_in_its_versioned_image_which_has_a_dockerfile(default_t
             assert m, f"image {image!r} is not {registry}/mdfnet-<step>:{mdfnet.__version__}"
             steps.add(m.group(1))
         assert steps == set(STEPS)
-    for step in (*STEPS, "base"):
-        assert (ROOT / "images" / step / "Dockerfile").is_file(), f"images/{step}/Dockerfile missing"
+    import components
+
+    assert {s.image for s in components.step_images().values()} == set(STEPS)  # the rows images/build.sh builds
+    for name in ("step", "base"):
+        assert (ROOT / "images" / name / "Dockerfile").is_file(), f"images/{name}/Dockerfile missing"
 
 
 def test_credentials_come_from_a_secret_and_no_secret_value_is_in_the_package(default_text, custom_text):
@@ -134,7 +138,6 @@ def test_credentials_come_from_a_secret_and_no_secret_value_is_in_the_package(de
 
 
 def test_compile_option_parsing():
-    sys.path.insert(0, str(ROOT))
     from pipelines.compile import parse_node_selector, parse_toleration
 
     assert parse_node_selector("a/b=c=d") == ("a/b", "c=d")

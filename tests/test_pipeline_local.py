@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from mdfnet import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 pytestmark = pytest.mark.slow  # ~3 min on 2 busy cores: two pipeline runs, 22 task processes in all
 
@@ -31,14 +29,18 @@ def env(tmp_path, monkeypatch):
 
 def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capsys):
     from mdfnet.data.synthetic import generate
-    from mdfnet.steps import grid_cells, load_grids
+    from mdfnet.pipeline.grids import grid_cells, load_grids
     from pipelines.run_local import run_local
 
-    generate(env / "sources", n_studies=32, seed=0, image_size=80)
+    generate(env / "sources", n_studies=48, seed=0, image_size=80)
     grids = load_grids(ROOT / "pipelines" / "grids")
     n_cells, seeds = len(grid_cells(grids, "tiny")), (0, 1)
-    first = run_local(env / "sources", env / "w", grid="tiny", seeds=seeds, config_overrides=("train.epochs=1",),
-                      experiment="e2e", registered_model="e2e-model", max_steps=3)
+    # every detection kept (score ≥ 0, up to 100 per image): 3-step models then score > 0 under IoBB (a small box
+    # of the right class inside a lesion is a hit), which the 'worse model keeps the champion' case needs
+    first = run_local(env / "sources", env / "w", grid="tiny", seeds=seeds, experiment="e2e",
+                      config_overrides=("train.epochs=1", "model.box_score_thresh=0.0",
+                                        "model.box_detections_per_img=100"),
+                      registered_model="e2e-model", max_steps=3)
 
     client = tracking.configure()
     runs = client.search_runs([first.experiment_id])
@@ -74,7 +76,6 @@ def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capsys):
     assert "mlflow ui --backend-store-uri sqlite:///" in first.summary()
 
     # a strictly worse model: nothing passes score threshold 1.0, so its validation AP is 0, below the champion's
-    # (the 3-step models already score > 0: IoBB counts a small prediction inside a lesion as a hit)
     champ_ap = client.get_run(client.get_model_version_by_alias("e2e-model", "champion").run_id).data.metrics[
         tracking.SELECTION_METRIC]
     assert champ_ap > 0, "the first run's champion must score > 0 for the 'worse model' case to be strict"

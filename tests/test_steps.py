@@ -1,4 +1,4 @@
-"""Pipeline step functions (``mdfnet.steps``) without KFP: grids, sources, both MLflow tracking modes, compare,
+"""Pipeline step functions (``mdfnet.pipeline``) without KFP: grids, sources, both MLflow tracking modes, compare,
 champion registration. One temporary sqlite MLflow store per module; tiny 64 px data from ``conftest``."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mdfnet import steps, tracking
+from mdfnet import tracking
 from mdfnet.data import schema
+from mdfnet.pipeline import grids as grids_mod
+from mdfnet.pipeline import sources, steps
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone=mobilenet_v3_small", "model.mask_head_channels=16", "train.batch_size=2", "train.epochs=1",
@@ -54,30 +56,51 @@ def _fake_aws_env(monkeypatch) -> None:
         monkeypatch.delenv(k, raising=False)
 
 def test_repository_grids_resolve_to_the_papers_ablations():
-    grids = steps.load_grids(ROOT / "pipelines" / "grids")
+    grids = grids_mod.load_grids(ROOT / "pipelines" / "grids")
     assert {"paper-variants", "paper-fusion", "paper-backbones", "paper-features", "full", "tiny", "demo"} <= set(grids)
-    counts = {g: len(steps.grid_cells(grids, g)) for g in grids}
+    counts = {g: len(grids_mod.grid_cells(grids, g)) for g in grids}
     assert counts["paper-variants"] == 4 and counts["paper-fusion"] == 4 and counts["paper-backbones"] == 5
     assert counts["paper-features"] == 10 and 2 <= counts["tiny"] <= 4
     assert counts["full"] == 4 + 4 + 5 + 10  # includes all (config-level duplicates are dropped by expand_grid)
-    from mdfnet.train import config_from_sources
+    from mdfnet.training import config_from_sources
 
-    feats = [tuple(config_from_sources(None, c["set"]).data.features) for c in steps.grid_cells(grids, "paper-features")]
+    feats = [tuple(config_from_sources(None, c["set"]).data.features) for c in grids_mod.grid_cells(grids, "paper-features")]
     assert len(set(map(frozenset, feats))) == 10 and all("gender" in f for f in feats if len(f) <= 3)
 
 
 def test_demo_grid_is_baseline_mdf_and_the_shuffled_control():
-    from mdfnet.train import config_from_sources
+    from mdfnet.training import config_from_sources
 
-    cells = steps.grid_cells(steps.load_grids(ROOT / "pipelines" / "grids"), "demo")
+    cells = grids_mod.grid_cells(grids_mod.load_grids(ROOT / "pipelines" / "grids"), "demo")
     cfgs = {c["name"]: config_from_sources(None, [*c["base"], *c["set"]]) for c in cells}
     assert list(cfgs) == ["baseline", "mdf", "mdf-shuffled"]
     assert [(c.model.variant, c.data.shuffle_clinical) for c in cfgs.values()] == [
         ("baseline", False), ("mdf", False), ("mdf", True)]
     m = cfgs["mdf"].model
     assert (m.backbone_stride, m.box_batch_size_per_image, m.use_mask) == (8, 32, False)
-    assert steps._feature_set_name(list(cfgs["mdf-shuffled"].data.features), True) == "all-shuffled"
-    assert steps._feature_set_name([], True) == "none"
+    assert grids_mod.feature_set_name(list(cfgs["mdf-shuffled"].data.features), True) == "all-shuffled"
+    assert grids_mod.feature_set_name([], True) == "none"
+
+
+def test_names_come_from_the_catalog_and_registries_must_match_it():
+    from mdfnet.model import BACKBONES, FUSIONS, LOSS_WEIGHTINGS, VARIANTS, catalog
+
+    assert set(FUSIONS) == set(catalog.FUSION_NAMES) and set(BACKBONES) == set(catalog.BACKBONE_NAMES)
+    assert set(LOSS_WEIGHTINGS) == set(catalog.LOSS_WEIGHTINGS) and VARIANTS is catalog.VARIANTS
+    assert all(set(spec.cuts) == set(catalog.BACKBONE_STRIDES) for spec in BACKBONES.values())
+    with pytest.raises(RuntimeError, match=r"fusion registry \['max', 'sum'\] does not match"):
+        catalog.check_registry("fusion", ["sum", "max"], catalog.FUSION_NAMES)
+    # the grid step validates with the catalog alone: planning a grid imports no torch
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from mdfnet.pipeline.grids import load_grids, plan_grid\n"
+            "cells = plan_grid(load_grids('pipelines/grids'), 'full')\n"
+            "print(len(cells), sorted({c.labels['fusion'] for c in cells if c.config.model.variant == 'baseline'}))")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["20", "['none']"]  # 23 cells of text, 20 distinct resolved configs
 
 
 def test_grid_cells_base_include_and_errors():
@@ -86,32 +109,41 @@ def test_grid_cells_base_include_and_errors():
                    "cells": [{"name": "y", "set": ["model.fusion=hadamard"]}, {"name": "x2", "set": ["model.fusion=sum"]}]},
              "loop": {"name": "loop", "include": ["loop"]},
              "clash": {"name": "clash", "cells": [{"name": "x", "set": ["a=1"]}, {"name": "x", "set": ["a=2"]}]}}
-    cells = steps.grid_cells(grids, "b")
+    cells = grids_mod.grid_cells(grids, "b")
     assert [(c["name"], c["base"], c["set"]) for c in cells] == [
         ("x", ["seed=1", "train.epochs=3"], ["model.fusion=sum"]),
         ("y", ["seed=1"], ["model.fusion=hadamard"]),
         ("x2", ["seed=1"], ["model.fusion=sum"]),
     ]
     with pytest.raises(steps.StepError, match="unknown grid 'nope'"):
-        steps.grid_cells(grids, "nope")
+        grids_mod.grid_cells(grids, "nope")
     with pytest.raises(steps.StepError, match="includes itself"):
-        steps.grid_cells(grids, "loop")
+        grids_mod.grid_cells(grids, "loop")
     with pytest.raises(steps.StepError, match="two different cells are named 'x'"):
-        steps.grid_cells(grids, "clash")
+        grids_mod.grid_cells(grids, "clash")
 
 
 def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
     grids = {"g": {"name": "g", "base": TINY, "cells": [
         {"name": "mdf", "set": ["model.variant=mdf"]},
         {"name": "mdf-sum", "set": ["model.variant=mdf", "model.fusion=sum"]},  # same config as `mdf`: dropped
-        {"name": "base", "feature_set": "none", "set": ["model.variant=baseline", "data.features=[]"]}]}}
+        {"name": "base", "feature_set": "none", "set": ["model.variant=baseline", "data.features=[]"]},
+        # a baseline has no 3D fusion: asking for one gives the same resolved config, dropped too
+        {"name": "base-concat", "set": ["model.variant=baseline", "data.features=[]", "model.fusion=concat_conv"]}]}}
     items = steps.expand_grid(grids, "g", [3, 1], ["train.lr=0.5"], tiny_preprocessed, "exp-grid", "run-a")
     assert [(i["cell"], i["seed"], i["run_name"]) for i in items] == [
         ("mdf", 3, "mdf-s3"), ("mdf", 1, "mdf-s1"), ("base", 3, "base-s3"), ("base", 1, "base-s1")]
-    assert items[2]["labels"] == {"variant": "baseline", "fusion": "sum", "backbone": "mobilenet_v3_small",
+    assert items[2]["labels"] == {"variant": "baseline", "fusion": "none", "backbone": "mobilenet_v3_small",
                                   "feature_set": "none"}
     assert items[0]["labels"]["feature_set"] == "all"
-    assert items[0]["overrides"] == [*TINY, "train.lr=0.5", "model.variant=mdf"]  # base ← pipeline ← cell
+    # the item carries the resolved config as data (base ← pipeline ← cell ← seed), read back without parsing
+    item = grids_mod.GridItem.from_dict(json.loads(json.dumps(items[1])))
+    cfg = item.train_config()
+    assert (cfg.seed, cfg.train.lr, cfg.model.variant, cfg.train.batch_size) == (1, 0.5, "mdf", 2)
+    assert grids_mod.GridItem.from_dict(item.to_dict()) == item and item.run_name == "mdf-s1"
+    assert items[2]["config"]["model"]["fusion"] == "none" and items[2]["config"]["data"]["features"] == []
+    with pytest.raises(steps.StepError, match=r"missing key\(s\) \['config'\]"):
+        grids_mod.GridItem.from_dict({k: v for k, v in items[0].items() if k != "config"})
     parent = client.get_run(items[0]["parent_run_id"])
     assert parent.info.run_name == "run-a" and {i["parent_run_id"] for i in items} == {parent.info.run_id}
     assert parent.data.tags[tracking.TAG_FINGERPRINT] == tracking.dataset_fingerprint(tiny_preprocessed)
@@ -127,11 +159,11 @@ def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
 
 # ------------------------------------------------------------------------------------------ sources
 def test_fetch_source_local_s3_and_errors(tmp_path, monkeypatch):
-    assert steps.fetch_source(str(tmp_path), tmp_path / "x") == tmp_path
+    assert sources.fetch_source(str(tmp_path), tmp_path / "x") == tmp_path
     with pytest.raises(steps.StepError, match="not an existing folder"):
-        steps.fetch_source(str(tmp_path / "missing"), tmp_path / "x")
+        sources.fetch_source(str(tmp_path / "missing"), tmp_path / "x")
     with pytest.raises(steps.StepError, match="unsupported scheme 'gs'"):
-        steps.fetch_source("gs://b/p", tmp_path / "x")
+        sources.fetch_source("gs://b/p", tmp_path / "x")
     import boto3
     from moto import mock_aws
 
@@ -142,12 +174,12 @@ def test_fetch_source_local_s3_and_errors(tmp_path, monkeypatch):
         s3.put_object(Bucket="src", Key="data/reflacx/a.csv", Body=b"id\n1\n")
         s3.put_object(Bucket="src", Key="data/mimic-iv/hosp/p.csv", Body=b"\x00\x01")
         s3.put_object(Bucket="src", Key="database/other.csv", Body=b"not under the prefix")
-        out = steps.fetch_source("s3://src/data", tmp_path / "dl")
+        out = sources.fetch_source("s3://src/data", tmp_path / "dl")
         assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
             "mimic-iv/hosp/p.csv", "reflacx/a.csv"]
         assert (out / "mimic-iv/hosp/p.csv").read_bytes() == b"\x00\x01"
         with pytest.raises(steps.StepError, match="holds no objects"):
-            steps.fetch_source("s3://src/empty", tmp_path / "dl2")
+            sources.fetch_source("s3://src/empty", tmp_path / "dl2")
 
 
 # ------------------------------------------------------------------------------------------ tracking modes

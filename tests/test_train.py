@@ -15,21 +15,21 @@ import torch
 from typer.testing import CliRunner
 
 import mdfnet.data
-import mdfnet.train as train_mod
+import mdfnet.training.loop as loop_mod
 from mdfnet.config import ConfigError, load_config
 from mdfnet.metrics_log import read_jsonl
 from mdfnet.model import build_model
-from mdfnet.train import (
+from mdfnet.training import (
     EpochSampler,
     NonFiniteLossError,
     TrainConfig,
     TrainError,
-    _finite_or_raise,
     config_from_sources,
     load_model,
     predict,
     train,
 )
+from mdfnet.training.loop import finite_or_raise
 
 TINY = [
     "model.backbone=mobilenet_v3_small", "model.mask_head_channels=16", "train.batch_size=2", "train.epochs=2",
@@ -146,7 +146,7 @@ def test_history_and_metrics(straight_run):
 def test_best_checkpoint_selected_on_val_ap_and_test_split_never_opened(tiny_preprocessed, tmp_path, monkeypatch):
     """Scripted val APs 0.1, 0.5, 0.3 over 3 epochs: best.pt is epoch 2's state; only train/val are opened."""
     opened: list[str] = []
-    real_dataset = mdfnet.data.MDFDataset
+    real_dataset = loop_mod.MDFDataset
 
     class Recording(real_dataset):
         def __init__(self, root, split, *args, **kwargs):
@@ -164,8 +164,8 @@ def test_best_checkpoint_selected_on_val_ap_and_test_split_never_opened(tiny_pre
         scored.append(dataset.split)
         return FakeResult(next(scripted))
 
-    monkeypatch.setattr(mdfnet.data, "MDFDataset", Recording)
-    monkeypatch.setattr(train_mod, "evaluate_split", fake_evaluate)
+    monkeypatch.setattr(loop_mod, "MDFDataset", Recording)
+    monkeypatch.setattr(loop_mod, "evaluate_split", fake_evaluate)
     res = train(tiny_cfg("train.batch_size=4", "train.epochs=3"), tiny_preprocessed, tmp_path)
     assert sorted(set(opened)) == ["train", "val"] and "test" not in opened
     assert scored == ["val", "val", "val"]
@@ -180,7 +180,7 @@ def test_best_checkpoint_selected_on_val_ap_and_test_split_never_opened(tiny_pre
 def test_nan_loss_stops_naming_step_and_term_and_keeps_last_good_state(tiny_preprocessed, tmp_path, monkeypatch):
     """A NaN ``loss_box_reg`` at step 6: clear error; last.pt still holds the state after step 4 (epoch 1 end)."""
     snapshots: list[dict] = []
-    real_build = train_mod.build_model
+    real_build = loop_mod.build_model
 
     def build_with_nan(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -198,7 +198,7 @@ def test_nan_loss_stops_naming_step_and_term_and_keeps_last_good_state(tiny_prep
         model.forward = poisoned
         return model
 
-    monkeypatch.setattr(train_mod, "build_model", build_with_nan)
+    monkeypatch.setattr(loop_mod, "build_model", build_with_nan)
     with pytest.raises(NonFiniteLossError, match=r"step 6: loss term 'loss_box_reg' is nan.*last\.pt"):
         train(tiny_cfg(), tiny_preprocessed, tmp_path)
     last = load(tmp_path / "checkpoints" / "last.pt")
@@ -209,11 +209,11 @@ def test_nan_loss_stops_naming_step_and_term_and_keeps_last_good_state(tiny_prep
 
 def test_finite_check_names_every_bad_term():
     ok = {"a": torch.tensor(1.0), "b": torch.tensor(2.0)}
-    _finite_or_raise(ok, torch.tensor(3.0), step=1)
+    finite_or_raise(ok, torch.tensor(3.0), step=1)
     with pytest.raises(NonFiniteLossError, match=r"step 9: loss term 'b' is inf \(also total \(weighted\)\)"):
-        _finite_or_raise({"a": torch.tensor(1.0), "b": torch.tensor(math.inf)}, torch.tensor(math.inf), step=9)
+        finite_or_raise({"a": torch.tensor(1.0), "b": torch.tensor(math.inf)}, torch.tensor(math.inf), step=9)
     with pytest.raises(NonFiniteLossError, match=r"step 2: loss term 'total \(weighted\)' is nan"):
-        _finite_or_raise(ok, torch.tensor(math.nan), step=2)
+        finite_or_raise(ok, torch.tensor(math.nan), step=2)
 
 
 def test_seeds_give_independent_runs_and_repeats_are_identical(tiny_preprocessed, tmp_path):
@@ -248,13 +248,17 @@ def test_config_overrides_and_errors():
         "model.variant=msf1d", "model.fusion=concat_conv", "model.backbone=resnet18", "model.use_mask=false",
         "train.batch_size=8", "train.epochs=3", "train.lr=0.02", "seed=7", "data.features=[gender,age]",
     ])
-    assert (cfg.model.variant, cfg.model.fusion, cfg.model.backbone, cfg.model.use_mask) == ("msf1d", "concat_conv", "resnet18", False)
+    # msf1d has no 3D fusion: the resolved config records fusion "none", whatever was asked
+    assert (cfg.model.variant, cfg.model.fusion, cfg.model.backbone, cfg.model.use_mask) == ("msf1d", "none", "resnet18", False)
+    assert config_from_sources(None, ["model.variant=msf3d", "model.fusion=concat_conv"]).model.fusion == "concat_conv"
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.lr, cfg.seed) == (8, 3, 0.02, 7)
     assert cfg.data.features == ["gender", "age"]
     bad = {
         "model.fusoin=sum": r"unknown config key\(s\) \['model.fusoin'\]",
         "model.fusion=max": r"model.fusion: value 'max' is not one of",
         "model.variant=fancy": r"model.variant: value 'fancy' is not one of",
+        "model.fusion=none": r"model.fusion: value 'none' is not one of .* \(for model.variant='mdf'\)",
+        "train.loss_weighting=max": r"train.loss_weighting: value 'max' is not one of \['uncertainty', 'sum'\]",
         "model.backbone=vgg16": r"unknown backbone 'vgg16'",
         "train.batch_size=two": r"train.batch_size: expected an integer, got 'two'",
         "train.batch_size=0": r"train.batch_size: expected an integer >= 1, got 0",
@@ -345,7 +349,7 @@ def test_fusion_variant_without_features_is_refused(tiny_preprocessed, tmp_path)
 
 
 def test_amp_and_device_resolution_on_cpu():
-    from mdfnet.train import resolve_amp, resolve_device
+    from mdfnet.training import resolve_amp, resolve_device
 
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
@@ -365,7 +369,7 @@ def test_amp_and_device_resolution_on_cpu():
     ("cosine", [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05, 0.1 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0]),
 ])
 def test_lr_schedules_per_epoch(schedule, lrs):
-    from mdfnet.train import SCHEDULES
+    from mdfnet.training import SCHEDULES
 
     section = tiny_cfg(f"train.schedule={schedule}", "train.step_epochs=2", "train.epochs=4").train
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)

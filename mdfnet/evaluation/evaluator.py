@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_SWEEP = np.round(np.linspace(0.0, 1.0, 21), 10)
+
+
+def metric_key(name: str) -> str:
+    """A class name as a metric path segment: ``Pulmonary edema`` → ``pulmonary_edema``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def _nanmean(x: np.ndarray, axis=None) -> Any:
@@ -123,6 +129,16 @@ class EvalResult:
         """``{class_name: {"ap", "ar", "tp", "fp", "fn", "num_gt", "num_dets"}}``; AP/AR are None (no ground
         truth) or means over the thresholds; TP/FP/FN are counted at the first threshold."""
         return self._class_dict(None)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """Finite metrics for a tracker: ``<prefix>/ap``, ``<prefix>/ar``, ``<prefix>/ap/<class>``,
+        ``<prefix>/ar/<class>`` (class names as lower-case ``a_b`` keys; classes without ground truth left out)."""
+        out = {f"{prefix}/ap": self.ap, f"{prefix}/ar": self.ar}
+        for name, c in self.per_class.items():
+            for key in ("ap", "ar"):
+                if c[key] is not None:
+                    out[f"{prefix}/{key}/{metric_key(name)}"] = c[key]
+        return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(float(v))}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (NaN → None)."""

@@ -36,8 +36,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-BACKBONE_STRIDES: tuple[int, ...] = (8, 16, 32)
-"""Output strides every backbone can be cut to (``model.backbone_stride``)."""
+from mdfnet.model.catalog import BACKBONE_NAMES, BACKBONE_STRIDES, check_registry
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     "convnext_tiny": BackboneSpec(lambda: tvm.convnext_tiny(weights=None), _features,
                                   {8: (4, 192), 16: (6, 384), 32: (8, 768)}),
 }
-"""Backbone name → how to build and cut it. Add an entry to support another torchvision classifier."""
+"""Backbone name → how to build and cut it. To support another torchvision classifier, add an entry here and its
+name to :data:`mdfnet.model.catalog.BACKBONE_NAMES`."""
+check_registry("backbone", BACKBONES, BACKBONE_NAMES)
+for _name, _spec in BACKBONES.items():
+    check_registry(f"backbone {_name!r} stride", (str(s) for s in _spec.cuts), (str(s) for s in BACKBONE_STRIDES))
 
 
 class FeatureBackbone(nn.Module):

@@ -21,7 +21,6 @@ Both backbones are cut at ``cfg.backbone_stride`` (:mod:`mdfnet.model.backbones`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -31,6 +30,7 @@ from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetw
 
 from mdfnet.data.schema import CLASSES
 from mdfnet.model.backbones import build_backbone
+from mdfnet.model.catalog import VARIANTS, VariantSpec
 from mdfnet.model.clinical import ClinicalEncoder, NoClinical, Spatialiser, num_doublings
 from mdfnet.model.config import ModelConfig
 from mdfnet.model.detector import FEATURE_KEY, FixedSizeTransform, FusedFeatures, ImageFeatures, MDFNet
@@ -45,39 +45,17 @@ ROI_SIZE = 7
 MASK_ROI_SIZE = 14
 
 
-@dataclass(frozen=True)
-class VariantSpec:
-    """Which fusions a variant uses."""
-
-    fusion_3d: bool
-    fusion_1d: bool
-
-    @property
-    def uses_clinical(self) -> bool:
-        return self.fusion_3d or self.fusion_1d
-
-
-VARIANTS: dict[str, VariantSpec] = {
-    "baseline": VariantSpec(fusion_3d=False, fusion_1d=False),
-    "msf3d": VariantSpec(fusion_3d=True, fusion_1d=False),
-    "msf1d": VariantSpec(fusion_3d=False, fusion_1d=True),
-    "mdf": VariantSpec(fusion_3d=True, fusion_1d=True),
-}
-
-
 def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_size: int) -> MDFNet:
     """Build the variant ``cfg.variant`` for images ``image_size × image_size`` and the given clinical features.
 
     ``num_numeric``/``num_categorical``: how many numeric / categorical (gender) features the data provide
     (``len(ds.numeric_features)``, ``len(ds.categorical_features)``). Fusion variants refuse to build without
-    any clinical feature (the feature set "none" is the baseline).
+    any clinical feature (the feature set "none" is the baseline). The parts are made in a fixed order (encoder,
+    feature stage, RPN, RoI heads), so one torch seed gives one initialisation.
     """
     cfg.validate()
-    spec = VARIANTS.get(cfg.variant)
-    if spec is None:
-        raise ValueError(f"unknown model variant {cfg.variant!r}; expected one of {sorted(VARIANTS)}")
+    spec = VARIANTS[cfg.variant]
     num_doublings(image_size)  # validates: power of two
-
     encoder: nn.Module = (
         ClinicalEncoder(num_numeric, num_categorical, cfg.gender_embedding_dim) if spec.uses_clinical else NoClinical()
     )
@@ -86,20 +64,28 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
             f"variant {cfg.variant!r} fuses clinical data but no clinical feature was selected "
             "(data.features is empty); select features or use model.variant=baseline"
         )
+    features = _feature_stage(cfg, spec, encoder.out_dim, image_size)
+    rpn = _rpn(cfg, image_size)
+    roi_heads = _roi_heads(cfg, spec, encoder.out_dim)
+    transform = FixedSizeTransform(image_size, list(cfg.image_mean), list(cfg.image_std))
+    return MDFNet(transform, encoder, features, rpn, roi_heads)
 
+
+def _feature_stage(cfg: ModelConfig, spec: VariantSpec, clinical_dim: int, image_size: int) -> nn.Module:
+    """Image backbone alone, or image ⊕ clinical backbone(spatialiser(C)) for 3D fusion (both cut at the stride)."""
     image_backbone = build_backbone(cfg.backbone, cfg.out_channels, cfg.weights_path, cfg.backbone_stride)
-    if spec.fusion_3d:
-        features: nn.Module = FusedFeatures(
-            image_backbone,
-            Spatialiser(encoder.out_dim, image_size, 3, cfg.spatialiser_width, cfg.spatialiser_min_width),
-            build_backbone(cfg.clinical_backbone_name, cfg.out_channels, cfg.clinical_weights_path,
-                           cfg.backbone_stride),
-            build_fusion(cfg.fusion, cfg.out_channels),
-        )
-    else:
-        features = ImageFeatures(image_backbone)
+    if not spec.fusion_3d:
+        return ImageFeatures(image_backbone)
+    return FusedFeatures(
+        image_backbone,
+        Spatialiser(clinical_dim, image_size, 3, cfg.spatialiser_width, cfg.spatialiser_min_width),
+        build_backbone(cfg.clinical_backbone_name, cfg.out_channels, cfg.clinical_weights_path, cfg.backbone_stride),
+        build_fusion(cfg.fusion, cfg.out_channels),
+    )
 
-    channels = cfg.out_channels
+
+def _rpn(cfg: ModelConfig, image_size: int) -> RegionProposalNetwork:
+    """torchvision's RPN on the single map, anchors in cached-image pixels."""
     if min(cfg.anchor_sizes) * 4 > image_size:
         # anchors are in cached-image pixels: the paper's 32..512 suit 512 px; at 64 px they cover the whole
         # image and the detector learns next to nothing (measured: val AP 0.01 vs 0.12 with 8..64)
@@ -107,9 +93,9 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
                     "scale them with the image, e.g. model.anchor_sizes=%s", list(cfg.anchor_sizes), image_size,
                     [max(1, round(a * image_size / 512)) for a in cfg.anchor_sizes])
     anchors = AnchorGenerator(sizes=(tuple(cfg.anchor_sizes),), aspect_ratios=(tuple(cfg.aspect_ratios),))
-    rpn = RegionProposalNetwork(
+    return RegionProposalNetwork(
         anchors,
-        RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        RPNHead(cfg.out_channels, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7,
         bg_iou_thresh=0.3,
         batch_size_per_image=256,
@@ -119,23 +105,24 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
         nms_thresh=cfg.rpn_nms_thresh,
     )
 
+
+def _roi_heads(cfg: ModelConfig, spec: VariantSpec, clinical_dim: int) -> RoIHeads:
+    """torchvision's RoIHeads; for 1D fusion the box pool and head carry the clinical vector of each RoI."""
     roi_align = SingleMapRoIAlign(FEATURE_KEY, output_size=ROI_SIZE, sampling_ratio=2)
-    pooled = channels * ROI_SIZE * ROI_SIZE
+    pooled = cfg.out_channels * ROI_SIZE * ROI_SIZE
     if spec.fusion_1d:
         box_roi_pool: nn.Module = ClinicalRoIPool(roi_align)
-        box_head: nn.Module = ClinicalTwoMLPHead(pooled, encoder.out_dim, cfg.representation_size)
+        box_head: nn.Module = ClinicalTwoMLPHead(pooled, clinical_dim, cfg.representation_size)
     else:
         box_roi_pool, box_head = roi_align, TwoMLPHead(pooled, cfg.representation_size)
-
     mask_parts: dict[str, nn.Module] = {}
     if cfg.use_mask:
         mask_parts = dict(
             mask_roi_pool=SingleMapRoIAlign(FEATURE_KEY, output_size=MASK_ROI_SIZE, sampling_ratio=2),
-            mask_head=MaskRCNNHeads(channels, (cfg.mask_head_channels,) * 4, 1),
+            mask_head=MaskRCNNHeads(cfg.out_channels, (cfg.mask_head_channels,) * 4, 1),
             mask_predictor=MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, NUM_CLASSES),
         )
-
-    roi_heads = RoIHeads(
+    return RoIHeads(
         box_roi_pool,
         box_head,
         FastRCNNPredictor(cfg.representation_size, NUM_CLASSES),
@@ -149,5 +136,3 @@ def build_model(cfg: ModelConfig, num_numeric: int, num_categorical: int, image_
         detections_per_img=cfg.box_detections_per_img,
         **mask_parts,
     )
-    transform = FixedSizeTransform(image_size, list(cfg.image_mean), list(cfg.image_std))
-    return MDFNet(transform, encoder, features, rpn, roi_heads)

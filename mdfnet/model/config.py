@@ -2,18 +2,17 @@
 
 Defaults are the paper's (MDF-Net, element-wise sum fusion, MobileNetV3 feature extractor projected to 64
 channels, RPN NMS 0.3, box NMS 0.2, 10 detections per image, score threshold 0.05). Every key can be set
-from YAML or with ``--set model.<key>=<value>``.
+from YAML or with ``--set model.<key>=<value>``. Torch-free: names are checked against
+:mod:`mdfnet.model.catalog`, so configs validate without importing torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
 
 from mdfnet.config import ConfigError
-
-Variant = Literal["baseline", "msf3d", "msf1d", "mdf"]
-FusionName = Literal["sum", "concat_linear", "concat_conv", "hadamard"]
+from mdfnet.model.catalog import BACKBONE_NAMES, BACKBONE_STRIDES, FUSION_NAMES, NO_FUSION, VARIANTS
 
 
 @dataclass
@@ -22,7 +21,8 @@ class ModelConfig:
 
     - ``variant``: ``baseline`` (image only), ``msf3d`` (3D fusion before the RPN), ``msf1d`` (clinical vector
       concatenated into the box head), ``mdf`` (both).
-    - ``fusion``: 3D fusion op (used by ``msf3d`` and ``mdf``).
+    - ``fusion``: 3D fusion op (used by ``msf3d`` and ``mdf``); ``none`` for the variants without 3D fusion —
+      :meth:`resolved` sets it, so their runs do not claim a fusion they do not use.
     - ``backbone`` / ``clinical_backbone``: names in :data:`mdfnet.model.backbones.BACKBONES`; the clinical
       backbone defaults to the image backbone's architecture (separate weights).
     - ``weights_path`` / ``clinical_weights_path``: optional local torchvision classifier ``state_dict`` files
@@ -43,8 +43,8 @@ class ModelConfig:
       with fewer (32): each ground-truth box yields few positive RoIs, drowned among 512.
     """
 
-    variant: Variant = "mdf"
-    fusion: FusionName = "sum"
+    variant: str = "mdf"
+    fusion: str = "sum"
     backbone: str = "mobilenet_v3_small"
     clinical_backbone: str | None = None
     weights_path: str | None = None
@@ -73,12 +73,16 @@ class ModelConfig:
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def validate(self) -> None:
-        from mdfnet.model.backbones import BACKBONE_STRIDES, BACKBONES
-
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"model.variant: value {self.variant!r} is not one of {list(VARIANTS)}")
+        fusions = list(FUSION_NAMES) if VARIANTS[self.variant].fusion_3d else [*FUSION_NAMES, NO_FUSION]
+        if self.fusion not in fusions:
+            raise ConfigError(f"model.fusion: value {self.fusion!r} is not one of {fusions} "
+                              f"(for model.variant={self.variant!r})")
         for key in ("backbone", "clinical_backbone"):
             name = getattr(self, key)
-            if name is not None and name not in BACKBONES:
-                raise ConfigError(f"model.{key}: unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+            if name is not None and name not in BACKBONE_NAMES:
+                raise ConfigError(f"model.{key}: unknown backbone {name!r}; expected one of {sorted(BACKBONE_NAMES)}")
         if self.backbone_stride not in BACKBONE_STRIDES:
             raise ConfigError(f"model.backbone_stride: expected one of {list(BACKBONE_STRIDES)}, "
                               f"got {self.backbone_stride!r}")
@@ -93,6 +97,12 @@ class ModelConfig:
                 raise ConfigError(f"model.{key}: expected a value in [0, 1], got {getattr(self, key)!r}")
         if not self.anchor_sizes or not self.aspect_ratios:
             raise ConfigError("model.anchor_sizes and model.aspect_ratios must be non-empty")
+
+    def resolved(self) -> ModelConfig:
+        """This config with ``fusion`` set to ``none`` when the variant has no 3D fusion (the value it records)."""
+        if VARIANTS[self.variant].fusion_3d or self.fusion == NO_FUSION:
+            return self
+        return dataclasses.replace(self, fusion=NO_FUSION)
 
     @property
     def clinical_backbone_name(self) -> str:

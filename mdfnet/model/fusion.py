@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from mdfnet.model.catalog import FUSION_NAMES, check_registry
+
 
 def _check(image: torch.Tensor, clinical: torch.Tensor) -> None:
     if image.shape != clinical.shape:
@@ -53,7 +55,8 @@ FUSIONS: dict[str, Callable[[int], nn.Module]] = {
     "concat_conv": lambda channels: ConcatConvFusion(channels, kernel_size=3),
     "hadamard": lambda channels: HadamardFusion(),
 }
-"""Fusion name → builder taking the feature map's channel count."""
+"""Fusion name → builder taking the feature map's channel count (names: :data:`mdfnet.model.catalog.FUSION_NAMES`)."""
+check_registry("fusion", FUSIONS, FUSION_NAMES)
 
 
 def build_fusion(name: str, channels: int) -> nn.Module:

@@ -30,6 +30,9 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from mdfnet.model import catalog
+from mdfnet.model.catalog import check_registry
+
 BOX_LOSSES: tuple[str, ...] = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 MASK_LOSS = "loss_mask"
 
@@ -90,4 +93,5 @@ class SumLoss(nn.Module):
 
 
 LOSS_WEIGHTINGS = {"uncertainty": UncertaintyWeightedLoss, "sum": SumLoss}
-"""Loss weighting name → class taking the loss names."""
+"""Loss weighting name → class taking the loss names (names: :data:`mdfnet.model.catalog.LOSS_WEIGHTINGS`)."""
+check_registry("loss weighting", LOSS_WEIGHTINGS, catalog.LOSS_WEIGHTINGS)

@@ -1,0 +1,54 @@
+"""The names of the model family's parts, torch-free: the one list each registry is built from.
+
+Configs validate against these names without importing torch (the grid step runs in the slim image); the torch
+registries (:data:`mdfnet.model.fusion.FUSIONS`, :data:`mdfnet.model.backbones.BACKBONES`) are keyed by them and
+check at import that they match (:func:`check_registry`), so a name exists in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Which fusions a variant uses."""
+
+    fusion_3d: bool
+    fusion_1d: bool
+
+    @property
+    def uses_clinical(self) -> bool:
+        return self.fusion_3d or self.fusion_1d
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "baseline": VariantSpec(fusion_3d=False, fusion_1d=False),
+    "msf3d": VariantSpec(fusion_3d=True, fusion_1d=False),
+    "msf1d": VariantSpec(fusion_3d=False, fusion_1d=True),
+    "mdf": VariantSpec(fusion_3d=True, fusion_1d=True),
+}
+"""Variant name → the fusions it uses (the paper's four models)."""
+
+FUSION_NAMES: tuple[str, ...] = ("sum", "concat_linear", "concat_conv", "hadamard")
+"""3D fusion ops (:mod:`mdfnet.model.fusion`)."""
+NO_FUSION = "none"
+"""The ``model.fusion`` of a variant without 3D fusion (baseline, msf1d): what its runs record."""
+
+BACKBONE_NAMES: tuple[str, ...] = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet18",
+                                   "resnet50", "densenet121", "convnext_tiny")
+"""Torchvision classifiers usable as backbones (:mod:`mdfnet.model.backbones`)."""
+BACKBONE_STRIDES: tuple[int, ...] = (8, 16, 32)
+"""Output strides every backbone can be cut to (``model.backbone_stride``)."""
+
+LOSS_WEIGHTINGS: tuple[str, ...] = ("uncertainty", "sum")
+"""How the detector's losses are combined (:mod:`mdfnet.model.loss`)."""
+
+
+def check_registry(kind: str, registry: Iterable[str], names: Iterable[str]) -> None:
+    """Raise ``RuntimeError`` unless ``registry`` holds exactly ``names`` (a registry out of step with this module)."""
+    have, want = set(registry), set(names)
+    if have != want:
+        raise RuntimeError(f"{kind} registry {sorted(have)} does not match mdfnet.model.catalog {sorted(want)}: "
+                           "add or remove the name in both")

@@ -1,0 +1,233 @@
+"""Pipeline steps as plain functions: what the KFP components (``components/``) call, testable without KFP.
+
+=============  ============================================================================================
+step           function
+=============  ============================================================================================
+join           :func:`join_step` (source: local folder or ``s3://bucket/prefix``) → joined folder + report
+preprocess     :func:`preprocess_step` → preprocessed folder + cleaning report
+expand_grid    :func:`expand_grid` → one :class:`~mdfnet.pipeline.grids.GridItem` per cell × seed (as a dict);
+               the pipeline's MLflow run is created (or, with KFP's MLflow plugin, found) here
+train          :func:`train_step` → model folder (checkpoint, ``run.json``); logs into the cell's MLflow run
+evaluate       :func:`evaluate_step` → val/test metrics, plots, COCO predictions; logs into the same run
+compare        :func:`compare` → Markdown/HTML table of all cells, best run by validation AP
+register       :func:`register` → MLflow model version; alias ``champion`` moved only if better
+=============  ============================================================================================
+
+Every function takes paths and plain values and returns JSON-ready dicts or lists (KFP passes those between
+tasks); those that track take an MLflow ``client`` (default: :func:`mdfnet.tracking.configure`). A cell's
+config is parsed once, in :func:`expand_grid` (:func:`~mdfnet.pipeline.grids.plan_grid`), and travels as data.
+MLflow names: see :mod:`mdfnet.tracking`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mdfnet import tracking
+from mdfnet.pipeline.grids import LABEL_KEYS, GridItem, plan_grid
+from mdfnet.pipeline.ranking import TABLE_METRICS, format_pct, rank_cells, selection_score
+from mdfnet.pipeline.reports import html_table, markdown_table, plots_html
+from mdfnet.pipeline.sources import StepError, fetch_source
+
+RUN_INFO = "run.json"
+"""File in a train step's model folder: the grid item, its run id, model URI and training summary."""
+
+
+@contextlib.contextmanager
+def _failing_marks(client: Any, run_id: str):
+    """If the block raises, end MLflow run ``run_id`` as FAILED (then re-raise)."""
+    try:
+        yield
+    except BaseException:
+        tracking.finish_run(client, run_id, "FAILED")
+        raise
+
+
+# ------------------------------------------------------------------------------------------ join / preprocess
+def join_step(source_uri: str, out_dir: str | Path, keep_negatives: bool = True, min_certainty: int = 1,
+              download_dir: str | Path | None = None) -> dict[str, Any]:
+    """Join the four sources (local or S3, downloaded to ``download_dir`` or a temporary folder) into ``out_dir``;
+    return counts and a Markdown exclusion report."""
+    from mdfnet.data.join import join
+
+    with tempfile.TemporaryDirectory(prefix="mdfnet-source-") as tmp:  # S3 downloads live only during the join
+        src = fetch_source(source_uri, download_dir or tmp)
+        # copied (hard-linked where possible): the joined Dataset must not depend on the source location
+        res = join(src, out_dir, keep_negatives=keep_negatives, min_certainty=min_certainty, copy_images=True)
+    report = "\n".join([
+        f"# Join of `{source_uri}`", "",
+        f"{res.n_kept} of {res.n_input} REFLACX readings kept ({res.n_excluded} excluded), {res.n_boxes} boxes.", "",
+        markdown_table(["exclusion reason", "readings"], sorted(res.exclusions.items())),
+    ])
+    return {"n_input": res.n_input, "n_kept": res.n_kept, "n_boxes": res.n_boxes,
+            "exclusions": dict(res.exclusions), "report_markdown": report}
+
+
+def preprocess_step(joined_dir: str | Path, out_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Clean, split and cache (``PreprocessConfig`` from ``overrides``); return counts and a Markdown report."""
+    from mdfnet.config import load_config, to_dict
+    from mdfnet.data.preprocess import PreprocessConfig, preprocess
+
+    cfg = load_config(PreprocessConfig, None, list(overrides))
+    res = preprocess(joined_dir, out_dir, cfg)
+    changed = res.cleaning[res.cleaning["count"] > 0]
+    report = "\n".join([
+        "# Preprocessing", "", f"config: `{json.dumps(to_dict(cfg))}`", "", "## Cleaning",
+        markdown_table(["column", "rule", "count"], changed[["column", "rule", "count"]].itertuples(index=False)),
+        "", "## Splits (by patient)",
+        markdown_table(list(res.split_counts.columns), res.split_counts.itertuples(index=False)),
+    ])
+    splits = {str(r.split): int(r.readings) for r in res.split_counts.itertuples()}
+    return {"n_images": res.n_images, "splits": splits, "report_markdown": report}
+
+
+# ------------------------------------------------------------------------------------------ grid
+def expand_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: Sequence[int], overrides: Sequence[str],
+                data_dir: str | Path, experiment: str, run_name: str, kfp_run_id: str = "",
+                image_tags: Mapping[str, str] | None = None, client: Any = None) -> list[dict[str, Any]]:
+    """Plan grid × seeds (:func:`~mdfnet.pipeline.grids.plan_grid`: every cell validated here, so a bad override
+    fails before any training starts) and open the pipeline's MLflow run; returns one
+    :class:`~mdfnet.pipeline.grids.GridItem` dict per cell × seed."""
+    from mdfnet import __version__
+
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise StepError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
+    planned = plan_grid(grids, grid, overrides)
+    client = client or tracking.configure()
+    tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": run_name, "mdfnet.git_sha": tracking.git_sha(),
+            "mdfnet.version": __version__, tracking.TAG_FINGERPRINT: tracking.dataset_fingerprint(data_dir),
+            "mdfnet.grid": grid, **{f"image.{k}": v for k, v in (image_tags or {}).items()}}
+    parent = tracking.start_pipeline_run(client, experiment, run_name, tags)
+    plog = tracking.MlflowLogger(parent.run_id, client)
+    plog.log_params({"grid": grid, "seeds": ",".join(map(str, seeds)), "overrides": " ".join(overrides) or "-",
+                     "cells": len(planned), "runs": len(planned) * len(seeds)})
+    for name in ("exclusions.csv", "cleaning.csv", "splits.csv", "preprocessing.json", "join_meta.json"):
+        if (Path(data_dir) / name).is_file():
+            plog.log_artifact(Path(data_dir) / name, "reports")
+    return [GridItem.of(cell, seed, grid, parent.run_id, parent.experiment_id).to_dict()
+            for cell in planned for seed in seeds]
+
+
+# ------------------------------------------------------------------------------------------ train / evaluate
+def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
+               client: Any = None) -> dict[str, Any]:
+    """Train one grid item into ``out_dir``; log params, per-epoch metrics, config and the model (MLflow
+    pytorch flavour) into the item's cell run. Writes ``out_dir/run.json``; returns its content."""
+    from mdfnet.config import save_config
+    from mdfnet.training import load_model, train
+
+    it = GridItem.from_dict(item)
+    cfg = it.train_config()
+    client = client or tracking.configure()
+    run_id = tracking.open_cell_run(client, it.parent_run_id, it.run_name,
+                                    {tracking.TAG_CELL: it.cell, "mdfnet.grid": it.grid})
+    logger = tracking.MlflowLogger(run_id, client)
+    out_dir = Path(out_dir)
+    with _failing_marks(client, run_id):
+        logger.log_params({"cell": it.cell, "grid": it.grid, **{k: it.labels[k] for k in LABEL_KEYS}})
+        res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None)
+        save_config(cfg, out_dir / "config.yaml")
+        logger.log_artifact(out_dir / "config.yaml", "config")
+        best = res.best_checkpoint or res.last_checkpoint
+        model, _ = load_model(best)
+        model_uri = tracking.log_torch_model(client, run_id, model)
+    info = {**it.to_dict(), "run_id": run_id, "model_uri": model_uri, "checkpoint": best.name,
+            "best_val_ap": res.best_val_ap, "best_epoch": res.best_epoch, "steps": res.steps,
+            "mode": tracking.tracking_mode()}
+    (out_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
+    return info
+
+
+def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, batch_size: int = 4,
+                  client: Any = None) -> dict[str, Any]:
+    """Score the trained model on val and test (IoBB 0.5, and the look-alike pair's balanced accuracy and misses,
+    :func:`mdfnet.training.inference.score_split`); write ``metrics.json``, COCO ground truth and predictions
+    per split, PR/count/sweep plots (test); log all into the cell run and end it (``self`` mode).
+
+    Returns the summary that :func:`compare` ranks: the item's fields, ``run_id``, ``model_uri`` and ``metrics``.
+    """
+    from mdfnet.evaluation import save_plots, sweep
+    from mdfnet.training import load_model
+    from mdfnet.training.inference import score_split
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    info_path = model_dir / RUN_INFO
+    if not info_path.is_file():
+        raise StepError(f"{info_path} not found: {model_dir} is not the output of the train step")
+    info = json.loads(info_path.read_text())
+    model, cfg = load_model(model_dir / "checkpoints" / info["checkpoint"])
+    client = client or tracking.configure()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, float] = {}
+    summary: dict[str, Any] = {}
+    with _failing_marks(client, info["run_id"]):
+        for split in ("val", "test"):
+            scored = score_split(model, cfg, data_dir, split, batch_size=batch_size)
+            metrics.update(scored.metrics(f"final/{split}"))
+            summary[split] = {**scored.result.to_dict(), "lookalike": scored.pair.to_dict()}
+            (out_dir / f"gt_{split}.json").write_text(json.dumps(scored.gt))
+            (out_dir / f"predictions_{split}.json").write_text(json.dumps(scored.dets))
+        kw = dict(overlap="iobb", max_dets=cfg.model.box_detections_per_img, score_threshold=cfg.model.box_score_thresh)
+        plots = save_plots(scored.result, out_dir / "plots", sweep(scored.gt, scored.dets, **kw))  # test split
+        (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, **summary}, indent=2))
+        logger = tracking.MlflowLogger(info["run_id"], client)
+        logger.log_metrics(metrics, step=int(info.get("steps") or 0))
+        logger.log_artifact(out_dir, "evaluation")
+    tracking.finish_run(client, info["run_id"])
+    (out_dir / "plots.html").write_text(plots_html(plots, f"{info['run_name']}: test split"))
+    keep = ("cell", "seed", "grid", "run_name", "labels", "parent_run_id", "experiment_id", "run_id", "model_uri",
+            "best_epoch", "steps")
+    return {**{k: info.get(k) for k in keep}, "metrics": metrics}
+
+
+# ------------------------------------------------------------------------------------------ compare / register
+def compare(results: Sequence[Mapping[str, Any]], client: Any = None) -> dict[str, Any]:
+    """Rank cells by mean validation AP over seeds (:func:`~mdfnet.pipeline.ranking.rank_cells`); returns
+    ``best`` (the best seed of the best cell), ``ranking`` (cell rows), ``markdown`` and ``html``. The table is
+    also logged to the pipeline run (``comparison.md``) with tag ``mdfnet.best_cell``."""
+    if not results:
+        raise StepError("compare needs at least one evaluated run, got none")
+    rows, best = rank_cells(results)
+    headers = ["rank", "cell", *LABEL_KEYS, "seeds", *(f"{m} %" for m in TABLE_METRICS)]
+    cells = [[r.rank, r.cell, *(r.labels.get(k, "") for k in LABEL_KEYS), len(r.seeds), *r.stats.values()]
+             for r in rows]
+    metric = tracking.SELECTION_METRIC
+    md = "\n".join([f"# Comparison ({len(results)} runs, {len(rows)} cells; ranked by {metric})", "",
+                    markdown_table(headers, cells), "",
+                    f"Best: **{rows[0].cell}** (run `{best['run_name']}`, {metric} = "
+                    f"{format_pct([selection_score(best)])} %)"])
+    page = html_table(f"Comparison by {metric}", headers, cells,
+                      f"best: <b>{rows[0].cell}</b> ({best['run_name']})")
+    if best.get("parent_run_id"):
+        client = client or tracking.configure()
+        tracking.MlflowLogger(best["parent_run_id"], client).set_tags(
+            {"mdfnet.best_cell": rows[0].cell, "mdfnet.best_run": best["run_name"]})
+        client.log_text(best["parent_run_id"], md, "comparison.md")
+    return {"best": best, "ranking": [r.to_dict() for r in rows], "markdown": md, "html": page}
+
+
+def register(best: Mapping[str, Any], model_name: str, client: Any = None) -> dict[str, Any]:
+    """Register the best run's model as a new version of ``model_name``; move alias ``champion`` only if its
+    validation AP beats the champion's (:func:`mdfnet.tracking.register_champion`). The decision is tagged on
+    the pipeline run, which then ends (``self`` mode). Returns the decision plus ``champion_version``."""
+    if not best.get("model_uri") or not best.get("run_id"):
+        raise StepError(f"register needs a run summary with model_uri and run_id, got keys {sorted(best)}")
+    client = client or tracking.configure()
+    score = selection_score(best)
+    decision = tracking.register_champion(client, model_name, str(best["model_uri"]), str(best["run_id"]),
+                                          score if math.isfinite(score) else math.nan)
+    out = {**decision.to_dict(), "champion_version": tracking.champion_version(client, model_name)}
+    parent = best.get("parent_run_id")
+    if parent:
+        tracking.MlflowLogger(parent, client).set_tags({
+            "mdfnet.registered_version": decision.version, "mdfnet.champion_decision": decision.reason,
+            "mdfnet.champion_version": out["champion_version"]})
+        tracking.finish_run(client, parent)
+    return out

@@ -1,0 +1,30 @@
+"""Training, by concern: :mod:`~mdfnet.training.config` (torch-free ``TrainConfig``),
+:mod:`~mdfnet.training.determinism` (exact resume), :mod:`~mdfnet.training.checkpoint` (one ``TrainState``, the run
+folder), :mod:`~mdfnet.training.inference` (``predict``, ``evaluate_split``) and :mod:`~mdfnet.training.loop`
+(``train``, ``train_step``). The config is imported eagerly (torch-free); the rest when one of its names is used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from mdfnet.training.config import DataConfig, TrainConfig, TrainSection, config_from_sources
+from mdfnet.training.errors import NonFiniteLossError, TrainError
+
+_LAZY = {
+    "TrainResult": "loop", "train": "loop", "train_step": "loop", "resolve_amp": "loop", "resolve_device": "loop",
+    "SCHEDULES": "loop", "finite_or_raise": "loop",
+    "predict": "inference", "evaluate_split": "inference",
+    "TrainState": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
+    "CHECKPOINT_FORMAT": "checkpoint",
+    "EpochSampler": "determinism",
+}
+
+__all__ = ["DataConfig", "NonFiniteLossError", "TrainConfig", "TrainError", "TrainSection", "config_from_sources",
+           *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f"mdfnet.training.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'mdfnet.training' has no attribute {name!r}")

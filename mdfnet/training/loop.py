@@ -1,0 +1,279 @@
+"""The training loop: ``train(cfg, data_dir, out_dir)`` trains on the ``train`` split and selects on ``val``.
+
+The ``test`` split is never opened here. Optimisation (paper: SGD, lr 1e-3, batch 4, 100 epochs, L2
+regularisation 0): SGD with momentum 0.9 (the paper does not state it; 0.9 is torchvision's detection recipe),
+weight decay 0, constant learning rate (``train.schedule`` may be ``step`` — ×``gamma`` every ``step_epochs``
+epochs — or ``cosine`` over ``epochs``; stepped per epoch). The loss is the uncertainty-weighted sum of
+:mod:`mdfnet.model.loss`; its log-variances are optimised by the same SGD without weight decay. Checkpoints:
+:mod:`mdfnet.training.checkpoint`; exact resume: :mod:`mdfnet.training.determinism`.
+
+NaN guard: every loss term and the weighted total are checked before ``backward``; a NaN/inf raises
+:class:`NonFiniteLossError` naming the step and the term, and ``last.pt`` is not rewritten, so it still holds
+the last checkpointed good state (written at the latest epoch end or ``max_steps`` stop). The failing step's
+state is deliberately not saved: its forward pass may already have put NaNs into BatchNorm running statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mdfnet.config import save_config, to_dict
+from mdfnet.data import MDFDataset, collate_detection
+from mdfnet.metrics_log import MetricLogger, NullLogger, flatten_params
+from mdfnet.model import LOSS_WEIGHTINGS, build_model, loss_names
+from mdfnet.training.checkpoint import (
+    TrainParts,
+    TrainState,
+    atomic_copy,
+    check_resume_config,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+)
+from mdfnet.training.config import TrainConfig
+from mdfnet.training.determinism import EpochSampler, seed_everything, seed_worker
+from mdfnet.training.errors import NonFiniteLossError, TrainError
+from mdfnet.training.inference import evaluate_split
+
+log = logging.getLogger("mdfnet.train")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    best_val_ap: float | None
+    best_epoch: int | None
+    steps: int
+    epochs_completed: int
+    history: list[dict[str, float]]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"train.device={name!r} but CUDA is not available")
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: ``auto`` = bf16 on CUDA if supported else fp16, off on CPU."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise TrainError("train.amp=fp16 needs a CUDA device (use bf16 or off on CPU)")
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+SCHEDULES = {
+    "constant": lambda opt, t: torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0),
+    "step": lambda opt, t: torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_epochs, gamma=t.gamma),
+    "cosine": lambda opt, t: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs),
+}
+"""``train.schedule`` → builder ``(optimizer, TrainSection)`` of a per-epoch LR scheduler."""
+
+
+def build_parts(cfg: TrainConfig, train_ds: MDFDataset) -> TrainParts:
+    """Seed, then build the model for ``train_ds``'s features and image size, the loss, SGD, schedule, scaler."""
+    t = cfg.train
+    device = resolve_device(t.device)
+    amp_dtype = resolve_amp(t.amp, device)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, len(train_ds.numeric_features), len(train_ds.categorical_features),
+                        train_ds.image_size)
+    criterion = LOSS_WEIGHTINGS[t.loss_weighting](loss_names(cfg.model.use_mask))
+    model.to(device)
+    criterion.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if t.channels_last:
+            model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        [{"params": [p for p in model.parameters() if p.requires_grad]},
+         {"params": list(criterion.parameters()), "weight_decay": 0.0}],
+        lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return TrainParts(model, criterion, optimizer, SCHEDULES[t.schedule](optimizer, t), scaler, device, amp_dtype)
+
+
+def finite_or_raise(losses: dict[str, torch.Tensor], total: torch.Tensor, step: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming the step and every NaN/inf term (the weighted total included)."""
+    values = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()]).cpu()
+    if bool(torch.isfinite(values).all()):
+        return
+    names = list(losses) + ["total (weighted)"]
+    bad = [(n, float(v)) for n, v in zip(names, values.tolist(), strict=True) if not math.isfinite(v)]
+    name, value = bad[0]
+    raise NonFiniteLossError(
+        f"step {step}: loss term {name!r} is {value}"
+        + (f" (also {', '.join(n for n, _ in bad[1:])})" if len(bad) > 1 else "")
+        + "; checkpoints/last.pt keeps the last good state (try a lower train.lr)"
+    )
+
+
+def train_step(parts: TrainParts, batch, grad_clip_norm: float, step: int) -> tuple[dict[str, float], float]:
+    """One optimiser step on ``batch`` (images, clinical, targets); returns the loss terms and the weighted total.
+
+    ``step`` (1-based, across resumes) only names the step in a :class:`NonFiniteLossError`.
+    """
+    images, clinical, targets = batch
+    nb = parts.device.type == "cuda"
+    images = [im.to(parts.device, non_blocking=nb) for im in images]
+    clinical = {k: v.to(parts.device, non_blocking=nb) for k, v in clinical.items()}
+    targets = [{k: v.to(parts.device, non_blocking=nb) for k, v in t.items()} for t in targets]
+    autocast = torch.autocast(parts.device.type, dtype=parts.amp_dtype) if parts.amp_dtype else contextlib.nullcontext()
+    with autocast:
+        losses = parts.model(images, clinical, targets)
+    losses = {k: v.float() for k, v in losses.items()}
+    total = parts.criterion(losses)
+    finite_or_raise(losses, total, step)
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(total).backward()
+    if grad_clip_norm > 0:
+        parts.scaler.unscale_(parts.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in parts.optimizer.param_groups for p in g["params"]], grad_clip_norm)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    return {k: float(v.detach()) for k, v in losses.items()}, float(total.detach())
+
+
+def validate(parts: TrainParts, cfg: TrainConfig, val_ds: MDFDataset, state: TrainState,
+             metrics: dict[str, float]) -> bool:
+    """Score ``val_ds`` into ``metrics`` (``val/ap``, ``val/ar``, ``time/val_s``); True if it is the best so far
+    (ties keep the earlier; a non-finite AP counts as -1)."""
+    t1 = time.perf_counter()
+    res = evaluate_split(parts.model, val_ds, cfg.train.batch_size, cfg.model.box_detections_per_img,
+                         cfg.model.box_score_thresh, parts.device, parts.amp_dtype)
+    ap = float(res.ap)
+    metrics.update({"val/ap": ap, "val/ar": float(res.ar), "time/val_s": time.perf_counter() - t1})
+    score = ap if math.isfinite(ap) and ap >= 0 else -1.0
+    if state.best_val_ap is not None and score <= state.best_val_ap:
+        return False
+    state.best_val_ap, state.best_epoch, state.best_step = score, state.epoch + 1, state.step
+    return True
+
+
+def run_epoch(parts: TrainParts, loader: DataLoader, cfg: TrainConfig, val_ds: MDFDataset, state: TrainState,
+              max_steps: int | None) -> tuple[dict[str, float], bool]:
+    """Train (the rest of) epoch ``state.epoch`` or up to ``max_steps``, validate when due; returns the epoch's
+    metrics and whether the validation AP is the best so far."""
+    t = cfg.train
+    batches_per_epoch = math.ceil(len(loader.dataset) / t.batch_size)
+    loader.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * t.batch_size)
+    parts.model.train()
+    lr = parts.optimizer.param_groups[0]["lr"]
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{t.epochs}", initial=state.batch_in_epoch,
+               total=batches_per_epoch, disable=not t.progress, leave=False)
+    for batch in bar:
+        losses, total = train_step(parts, batch, t.grad_clip_norm, state.step + 1)
+        state.record_step(losses, total)
+        bar.set_postfix(loss=f"{total:.3f}")
+        if max_steps is not None and state.step >= max_steps:
+            break
+    bar.close()
+    state.epoch_time += time.perf_counter() - t0
+    epoch_done = state.batch_in_epoch >= batches_per_epoch
+    stopped = max_steps is not None and state.step >= max_steps
+    due = stopped or (epoch_done and (state.epoch + 1 == t.epochs or (state.epoch + 1) % t.eval_every == 0))
+    metrics = {"epoch": float(state.epoch + (1 if epoch_done else state.batch_in_epoch / batches_per_epoch)),
+               "lr": float(lr), "time/epoch_s": state.epoch_time}
+    metrics.update({f"train/{k}": v / max(state.epoch_steps, 1) for k, v in state.epoch_sums.items()})
+    metrics.update({f"train/{k}": v for k, v in parts.criterion.weights().items()})
+    if state.epoch_time > 0:
+        metrics["train/images_per_s"] = state.epoch_steps * t.batch_size / state.epoch_time
+    improved = validate(parts, cfg, val_ds, state, metrics) if due else False
+    if epoch_done:
+        parts.scheduler.step()
+        state.next_epoch()
+    state.history.append(metrics)
+    return metrics, improved
+
+
+def _open_run(cfg: TrainConfig, out_dir: Path, max_steps: int | None, resume: bool) -> dict[str, Any] | None:
+    """Check the arguments and the run folder; return the checkpoint to resume from (or None)."""
+    last_path = out_dir / "checkpoints" / "last.pt"
+    if max_steps is not None and max_steps < 1:
+        raise TrainError(f"max_steps must be >= 1, got {max_steps}")
+    if not resume and last_path.exists():
+        raise TrainError(f"{out_dir} already holds a run ({last_path}); pass resume=True (--resume) or another out dir")
+    ckpt = load_checkpoint(last_path) if resume else None
+    if ckpt is not None:
+        check_resume_config(cfg, ckpt["config"])
+    last_path.parent.mkdir(parents=True, exist_ok=True)
+    return ckpt
+
+
+def _datasets(cfg: TrainConfig, data_dir: str | Path) -> tuple[MDFDataset, MDFDataset]:
+    """The train and val splits with the config's features (and the shuffled-clinical control if asked)."""
+    features, shuffle = list(cfg.data.features), cfg.data.shuffle_clinical
+    train_ds = MDFDataset(data_dir, "train", features=features, with_masks=cfg.model.use_mask, shuffle_clinical=shuffle)
+    val_ds = MDFDataset(data_dir, "val", features=features, with_masks=False, shuffle_clinical=shuffle)
+    if cfg.data.image_size is not None and cfg.data.image_size != train_ds.image_size:
+        raise TrainError(f"data.image_size={cfg.data.image_size} but {data_dir} holds {train_ds.image_size} px images")
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise TrainError(f"{data_dir}: need non-empty train and val splits, got {len(train_ds)} train / {len(val_ds)} val")
+    return train_ds, val_ds
+
+
+def _meta(ds: MDFDataset, cfg: TrainConfig) -> dict[str, Any]:
+    return {"image_size": ds.image_size, "features": list(ds.features), "numeric_features": list(ds.numeric_features),
+            "categorical_features": list(ds.categorical_features), "classes": list(ds.classes),
+            "torch_version": str(torch.__version__), "loss_names": list(loss_names(cfg.model.use_mask))}
+
+
+def _loader(ds: MDFDataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    t = cfg.train
+    return DataLoader(ds, batch_size=t.batch_size, sampler=EpochSampler(len(ds), cfg.seed),
+                      collate_fn=collate_detection, num_workers=t.num_workers, pin_memory=device.type == "cuda",
+                      persistent_workers=t.num_workers > 0, worker_init_fn=seed_worker,
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: MetricLogger | None = None,
+          max_steps: int | None = None, resume: bool = False) -> TrainResult:
+    """Train ``cfg`` on ``data_dir``'s train split, validate on its val split, write ``out_dir`` (run folder:
+    :mod:`mdfnet.training.checkpoint`). ``max_steps``: stop after that many optimiser steps in total (counting
+    steps before a resume), then validate and checkpoint. ``resume``: continue from ``checkpoints/last.pt``."""
+    logger = logger or NullLogger()
+    out_dir = Path(out_dir)
+    last_path, best_path = out_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "best.pt"
+    ckpt = _open_run(cfg, out_dir, max_steps, resume)
+    train_ds, val_ds = _datasets(cfg, data_dir)
+    parts = build_parts(cfg, train_ds)
+    state = restore(parts, ckpt) if ckpt is not None else TrainState()
+    if ckpt is not None:
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", last_path, state.step, state.epoch + 1,
+                 state.batch_in_epoch)
+    save_config(cfg, out_dir / "config.yaml")
+    logger.log_params(flatten_params(to_dict(cfg)))
+    meta, loader = _meta(train_ds, cfg), _loader(train_ds, cfg, parts.device)
+    while state.epoch < cfg.train.epochs and not (max_steps is not None and state.step >= max_steps):
+        metrics, improved = run_epoch(parts, loader, cfg, val_ds, state, max_steps)
+        save_checkpoint(last_path, parts, state, cfg, meta)
+        if improved:
+            atomic_copy(last_path, best_path)
+        logger.log_metrics(metrics, step=state.step)
+        log.info("epoch %.2f step %d: loss %.4f%s", metrics["epoch"], state.step,
+                 metrics.get("train/loss_total", math.nan),
+                 f", val AP {metrics['val/ap']:.4f}" if "val/ap" in metrics else "")
+    return TrainResult(out_dir=out_dir, last_checkpoint=last_path,
+                       best_checkpoint=best_path if best_path.exists() else None, best_val_ap=state.best_val_ap,
+                       best_epoch=state.best_epoch, steps=state.step, epochs_completed=state.epoch,
+                       history=list(state.history))

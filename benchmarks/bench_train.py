@@ -80,12 +80,20 @@ class VariantRunner:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def train_steps(self, batch, steps: int) -> float:
-        images, clinical, targets = batch
-        self.model.train()
+    def _timed(self, step, steps: int) -> float:
+        """Seconds for ``steps`` calls of ``step()`` (CUDA synchronised before and after)."""
         self._sync()
         t0 = time.perf_counter()
         for _ in range(steps):
+            step()
+        self._sync()
+        return time.perf_counter() - t0
+
+    def train_steps(self, batch, steps: int) -> float:
+        images, clinical, targets = batch
+        self.model.train()
+
+        def step() -> None:
             with self.autocast():
                 losses = self.model(images, clinical, targets)
             total = self.criterion({k: v.float() for k, v in losses.items()})
@@ -93,20 +101,19 @@ class VariantRunner:
             self.scaler.scale(total).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        self._sync()
-        return time.perf_counter() - t0
+
+        return self._timed(step, steps)
 
     @torch.no_grad()
     def infer_steps(self, batch, steps: int) -> float:
         images, clinical, _ = batch
         self.model.eval()
-        self._sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
+
+        def step() -> None:
             with self.autocast():
                 self.model(images, clinical)
-        self._sync()
-        return time.perf_counter() - t0
+
+        return self._timed(step, steps)
 
 
 def main() -> None:
@@ -153,6 +160,11 @@ def main() -> None:
             train_ips[v].append(images / r.train_steps(batch, args.steps))
             infer_ips[v].append(images / r.infer_steps(batch, args.steps))
 
+    report(args, device, amp, variants, runners, train_ips, infer_ips)
+
+
+def report(args, device, amp, variants, runners, train_ips, infer_ips) -> None:
+    """Print the medians and ratios to the baseline; write ``--json``."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device {name}, {args.size} px, batch {args.batch}, backbone {args.backbone}, fusion {args.fusion}, "
           f"mask {'off' if args.no_mask else 'on'}, amp {amp or 'off'}; median of {args.rounds} rounds × "

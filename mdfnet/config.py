@@ -22,6 +22,7 @@ what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -40,39 +41,16 @@ class ConfigError(ValueError):
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or override text) to type ``tp``; raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        if isinstance(value, str) and value.lower() in ("none", "null", "~") and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{key}: value {value!r} does not match {tp}: {'; '.join(errors)}")
+        return _coerce_union(value, tp, key)
     if origin is typing.Literal:
-        if value in args:
+        if value in typing.get_args(tp):
             return value
-        raise ConfigError(f"{key}: value {value!r} is not one of {list(args)}")
+        raise ConfigError(f"{key}: value {value!r} is not one of {list(typing.get_args(tp))}")
     if origin in (list, tuple):
-        if isinstance(value, str):
-            parsed = yaml.safe_load(value) if value.strip().startswith("[") else [
-                v for v in value.split(",") if v.strip() != ""
-            ]
-            value = parsed
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _coerce_sequence(value, tp, key)
     if origin is dict:
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
+        value = yaml.safe_load(value) if isinstance(value, str) else value
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
@@ -82,47 +60,76 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping for section {tp.__name__}, got {value!r}")
         return from_dict(tp, value, prefix=f"{key}.")
-    if tp is Any:
+    scalar = _SCALARS.get(tp)
+    return scalar(value, key) if scalar else value
+
+
+def _coerce_union(value: Any, tp: Any, key: str) -> Any:
+    """``X | None`` (``None``, ``"none"``, ``"null"``, ``"~"`` → None) and other unions: the first member that fits."""
+    args = typing.get_args(tp)
+    if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~"))):
+        return None
+    errors = []
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _coerce(value, a, key)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(f"{key}: value {value!r} does not match {tp}: {'; '.join(errors)}")
+
+
+def _coerce_sequence(value: Any, tp: Any, key: str) -> list | tuple:
+    """A list or tuple from a YAML list or override text (``[a, b]`` or ``a,b``), items coerced."""
+    if isinstance(value, str):
+        value = yaml.safe_load(value) if value.strip().startswith("[") else [
+            v for v in value.split(",") if v.strip() != ""
+        ]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    args = typing.get_args(tp)
+    items = [_coerce(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if typing.get_origin(tp) is tuple else items
+
+
+def _as_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-            return False
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        raise ConfigError(f"{key}: expected a boolean (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        return value.lower() in ("true", "1", "yes", "on")
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{key}: expected a boolean (true/false), got {value!r}")
+
+
+def _as_number(kind: type) -> typing.Callable[[Any, str], Any]:
+    """Coercer to ``int`` (whole numbers only: 3, 3.0, "3") or ``float`` (any number or numeric text); never bool."""
+    what = "an integer" if kind is int else "a number"
+
+    def coerce(value: Any, key: str) -> Any:
         if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
+            with contextlib.suppress(ValueError):
+                value = kind(value)
+        if isinstance(value, float) and kind is int and value.is_integer():
+            value = int(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int)):
+            return kind(value)
+        raise ConfigError(f"{key}: expected {what}, got {value!r}")
+
+    return coerce
+
+
+def _as_str(value: Any, key: str) -> str:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{key}: expected a string, got {value!r}")
+
+
+_SCALARS: dict[Any, typing.Callable[[Any, str], Any]] = {
+    bool: _as_bool, int: _as_number(int), float: _as_number(float), str: _as_str, Any: lambda value, key: value,
+}
+"""Scalar type → coercer ``(value, key) → value`` (raises :class:`ConfigError` naming the key)."""
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

@@ -4,9 +4,9 @@ A moto S3 server (``moto_server``, from the ``moto[server]`` dev dependency) and
 backend, ``--artifacts-destination s3://<bucket>``, artefacts proxied by the server) are started as separate
 processes (``tests/servers.py``), each in its own process group, and stopped by pid when the module ends. A tiny
 training run (``mdfnet.train.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
-:class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.tracking.log_torch_model`. The
+:class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.regising.log_torch_model`. The
 tests then read the metrics back from the server (``MlflowClient``) and list the bucket with boto3 to check the
-artefacts physically landed there, and exercise :func:`mdfnet.tracking.register_champion` on the server's
+artefacts physically landed there, and exercise :func:`mdfnet.registry.register_champion` on the server's
 registry.
 
 The client is given no S3 credentials or endpoint: with ``--artifacts-destination`` the server writes to S3 and
@@ -73,7 +73,7 @@ def tracked_run(services, client, tiny_preprocessed, tmp_path_factory):
     """Tiny training run (2 steps) logged into a cell run nested under a pipeline run on the server."""
     import torch
 
-    from mdfnet import tracking
+    from mdfnet import registry, tracking
     from mdfnet.training import config_from_sources, load_model, train
 
     threads = torch.get_num_threads()
@@ -92,7 +92,7 @@ def tracked_run(services, client, tiny_preprocessed, tmp_path_factory):
         logger.close()
         model, _ = load_model(result.best_checkpoint)
         t1 = time.perf_counter()
-        model_uri = tracking.log_torch_model(client, run_id, model)
+        model_uri = registry.log_torch_model(client, run_id, model)
         log_model_s = time.perf_counter() - t1
         tracking.finish_run(client, run_id)
         tracking.finish_run(client, pipe.run_id)
@@ -169,7 +169,7 @@ def test_champion_registration_on_server(client, tracked_run):
     """First version takes the alias; a worse candidate leaves it (and says why); a better one moves it."""
     import torch
 
-    from mdfnet import tracking
+    from mdfnet import registry, tracking
 
     name = "mdfnet-it-model"
     exp_id = tracked_run["pipeline"].experiment_id
@@ -180,26 +180,26 @@ def test_champion_registration_on_server(client, tracked_run):
     for label, ap in (("worse", res.best_val_ap - 0.25), ("better", res.best_val_ap + 0.25)):
         rid = client.create_run(exp_id, run_name=f"cand-{label}").info.run_id
         client.log_metric(rid, tracking.SELECTION_METRIC, ap)
-        cands[label] = (rid, tracking.log_torch_model(client, rid, torch.nn.Linear(2, 1)), float(ap))
+        cands[label] = (rid, registry.log_torch_model(client, rid, torch.nn.Linear(2, 1)), float(ap))
 
-    first = tracking.register_champion(client, name, cands["first"][1], cands["first"][0], cands["first"][2])
+    first = registry.register_champion(client, name, cands["first"][1], cands["first"][0], cands["first"][2])
     assert (first.version, first.promoted, first.champion_version) == ("1", True, None)
-    assert tracking.champion_version(client, name) == "1"
+    assert registry.champion_version(client, name) == "1"
     assert client.get_model_version(name, "1").run_id == tracked_run["run_id"]
 
-    worse = tracking.register_champion(client, name, cands["worse"][1], cands["worse"][0], cands["worse"][2])
+    worse = registry.register_champion(client, name, cands["worse"][1], cands["worse"][0], cands["worse"][2])
     assert (worse.version, worse.promoted) == ("2", False)
     assert worse.champion_version == "1" and worse.champion_val_ap == pytest.approx(res.best_val_ap)
     assert "alias kept" in worse.reason
     assert f"{cands['worse'][2]:.4f}" in worse.reason and f"{res.best_val_ap:.4f}" in worse.reason
-    assert tracking.champion_version(client, name) == "1"
+    assert registry.champion_version(client, name) == "1"
     mv2 = client.get_model_version(name, "2")
     assert mv2.tags["mdfnet.champion_decision"] == "kept"
     assert mv2.tags["mdfnet.champion_reason"] == worse.reason
     assert mv2.description == worse.reason
 
-    better = tracking.register_champion(client, name, cands["better"][1], cands["better"][0], cands["better"][2])
+    better = registry.register_champion(client, name, cands["better"][1], cands["better"][0], cands["better"][2])
     assert (better.version, better.promoted, better.champion_version) == ("3", True, "1")
-    assert tracking.champion_version(client, name) == "3"
+    assert registry.champion_version(client, name) == "3"
     assert client.get_model_version(name, "3").tags["mdfnet.champion_decision"] == "promoted"
     assert client.get_model_version(name, "1").tags["mdfnet.champion_decision"] == "promoted"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mdfnet import tracking
+from mdfnet import registry, tracking
 from mdfnet.data import schema
 from mdfnet.pipeline import grids as grids_mod
 from mdfnet.pipeline import sources, steps
@@ -292,7 +292,7 @@ def test_register_moves_champion_only_for_a_better_model(client):
     def candidate(ap: float) -> dict:
         run_id = client.create_run(exp).info.run_id
         client.log_metric(run_id, tracking.SELECTION_METRIC, ap)
-        uri = tracking.log_torch_model(client, run_id, model)
+        uri = registry.log_torch_model(client, run_id, model)
         return {"run_id": run_id, "model_uri": uri, "metrics": {tracking.SELECTION_METRIC: ap}}
 
     name = "champion-test"

@@ -240,23 +240,47 @@ def join(
 
     ``check_images=False`` skips opening the JPEGs (tables-only benchmarks); sizes then come from the CXR
     metadata. ``copy_images=True`` copies (hard-links where possible) the kept JPEGs into ``out_dir/images`` so
-    the output is self-contained (used when steps run in different pods).
+    the output is self-contained (used when steps run in different pods). The steps of the module docstring
+    run in order, each excluding the readings it cannot join (:class:`_Excluder`).
     """
-    source_dir = Path(source_dir)
-    out_dir = Path(out_dir)
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
     if not source_dir.is_dir():
         raise SourceError(f"source directory {source_dir} does not exist")
     if not 1 <= min_certainty <= 5:
         raise JoinError(f"min_certainty must be in 1..5, got {min_certainty}")
     ex = _Excluder()
-
     readings = read_reflacx_metadata(source_dir)
     n_input = len(readings)
     readings = ex.take(readings, readings["reflacx_id"].duplicated(keep="first"), R_DUPLICATE)
-
     boxes, missing = read_ellipses(source_dir, readings["reflacx_id"].tolist())
     readings = ex.take(readings, readings["reflacx_id"].isin(missing), R_NO_ELLIPSES)
+    readings = _with_cxr(readings, source_dir, ex)
+    readings = _with_patient(readings, source_dir, ex)
+    readings = _with_stay_and_triage(readings, source_dir, ex)
+    readings = _with_image(readings, source_dir, check_images, ex)
+    boxes, box_report = _clean_boxes(boxes, readings, min_certainty)
+    if not keep_negatives:
+        readings = ex.take(readings, ~readings["reflacx_id"].isin(boxes["reflacx_id"]), R_NEGATIVE)
 
+    instances = readings[list(INSTANCE_COLUMNS)].reset_index(drop=True)
+    for c in ("subject_id", "study_id", "stay_id", "image_width", "image_height", "reflacx_phase"):
+        instances[c] = instances[c].astype("int64")
+    instances["pain"] = instances["pain"].astype("string")
+    excluded = ex.frame()
+    if len(instances) + len(excluded) != n_input:  # invariant: every reading kept or excluded once
+        raise AssertionError(f"join lost readings: kept {len(instances)} + excluded {len(excluded)} != {n_input}")
+    meta = {"keep_negatives": keep_negatives, "min_certainty": min_certainty, "check_images": check_images,
+            "n_input": n_input, "n_kept": len(instances), "n_boxes": len(boxes), "box_report": box_report,
+            "stay_rule": "latest intime among stays containing the study; tie -> smallest stay_id"}
+    exclusions = _write(out_dir, source_dir, copy_images, instances, boxes, excluded, meta)
+    result = JoinResult(out_dir, n_input, len(instances), exclusions, len(boxes), box_report)
+    log.info("join: %d readings in, %d kept, %d excluded, %d boxes", n_input, result.n_kept, result.n_excluded,
+             len(boxes))
+    return result
+
+
+def _with_cxr(readings: pd.DataFrame, source_dir: Path, ex: _Excluder) -> pd.DataFrame:
+    """Step 1-2: CXR metadata on ``dicom_id`` (same subject, frontal view) and the study datetime."""
     cxr = read_table(
         require_table(source_dir, schema.CXR_METADATA),
         ("dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime"),
@@ -267,15 +291,22 @@ def join(
     readings = ex.take(readings, readings["cxr_subject_id"] != readings["subject_id"], R_SUBJECT)
     readings = ex.take(readings, ~readings["ViewPosition"].isin(schema.FRONTAL_VIEWS), R_NOT_FRONTAL)
     readings["study_datetime"] = parse_study_datetime(readings["StudyDate"], readings["StudyTime"])
-    readings = ex.take(readings, readings["study_datetime"].isna(), R_BAD_DATETIME)
+    return ex.take(readings, readings["study_datetime"].isna(), R_BAD_DATETIME)
 
+
+def _with_patient(readings: pd.DataFrame, source_dir: Path, ex: _Excluder) -> pd.DataFrame:
+    """Step 3: the patient on ``subject_id`` and the age at the study."""
     patients = read_table(
         find_patients_table(source_dir), ("subject_id", "gender", "anchor_age", "anchor_year"), {"gender": pa.string()}
     ).drop_duplicates("subject_id")
     readings = readings.merge(patients, on="subject_id", how="left")
     readings = ex.take(readings, readings["anchor_age"].isna(), R_NO_PATIENT)
     readings["age"] = readings["anchor_age"] + (readings["study_datetime"].dt.year - readings["anchor_year"])
+    return readings
 
+
+def _with_stay_and_triage(readings: pd.DataFrame, source_dir: Path, ex: _Excluder) -> pd.DataFrame:
+    """Steps 4-5: the ED stay containing the study (:func:`match_stays`) and its triage row."""
     stays = read_table(
         require_table(source_dir, schema.EDSTAYS), ("subject_id", "stay_id", "intime", "outtime"),
         {"intime": pa.timestamp("us"), "outtime": pa.timestamp("us")},
@@ -285,15 +316,18 @@ def join(
     readings["stay_id"] = match_stays(readings, stays)
     readings = ex.take(readings, readings["stay_id"].isna(), R_NO_STAY)
     readings["stay_id"] = readings["stay_id"].astype("int64")
-
     triage = read_table(
         require_table(source_dir, schema.TRIAGE), ("stay_id", *schema.TRIAGE_FEATURES),
         {"pain": pa.string(), **{c: pa.float64() for c in schema.TRIAGE_FEATURES if c != "pain"}},
     ).drop_duplicates("stay_id")
     triage["_has_triage"] = True
     readings = readings.merge(triage, on="stay_id", how="left")
-    readings = ex.take(readings, readings["_has_triage"].isna(), R_NO_TRIAGE)
+    return ex.take(readings, readings["_has_triage"].isna(), R_NO_TRIAGE)
 
+
+def _with_image(readings: pd.DataFrame, source_dir: Path, check_images: bool, ex: _Excluder) -> pd.DataFrame:
+    """Step 6: the JPEG's path; it must exist, decode and have REFLACX's size (without ``check_images`` the
+    sizes come from the CXR metadata)."""
     readings["image_path"] = [
         f"{schema.CXR_DIR}/{schema.cxr_image_relpath(s, t, d)}"
         for s, t, d in zip(readings["subject_id"], readings["study_id"], readings["dicom_id"], strict=True)
@@ -306,36 +340,27 @@ def join(
     else:
         readings["image_width"] = readings["Columns"].astype("int64")
         readings["image_height"] = readings["Rows"].astype("int64")
-    size_differs = (readings["image_width"] != readings["image_size_x"]) | (
-        readings["image_height"] != readings["image_size_y"]
-    )
-    readings = ex.take(readings, size_differs, R_SIZE)
+    size_differs = ((readings["image_width"] != readings["image_size_x"])
+                    | (readings["image_height"] != readings["image_size_y"]))
+    return ex.take(readings, size_differs, R_SIZE)
 
-    # boxes of kept readings: certainty filter, clip to the image, drop empty ones (counted)
-    box_report = {f"certainty < {min_certainty}": 0, "empty after clipping to the image": 0}
+
+def _clean_boxes(boxes: pd.DataFrame, readings: pd.DataFrame, min_certainty: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Boxes of the kept readings: certainty filter, clipped to the image, empty ones dropped; both counted."""
     boxes = boxes[boxes["reflacx_id"].isin(readings["reflacx_id"])]
     low = boxes["certainty"] < min_certainty
-    box_report[f"certainty < {min_certainty}"] = int(low.sum())
     boxes = boxes[~low].merge(readings[["reflacx_id", "image_width", "image_height"]], on="reflacx_id")
-    boxes["xmin"] = boxes["xmin"].clip(lower=0, upper=boxes["image_width"])
-    boxes["xmax"] = boxes["xmax"].clip(lower=0, upper=boxes["image_width"])
-    boxes["ymin"] = boxes["ymin"].clip(lower=0, upper=boxes["image_height"])
-    boxes["ymax"] = boxes["ymax"].clip(lower=0, upper=boxes["image_height"])
+    for lo, hi, size in (("xmin", "xmax", "image_width"), ("ymin", "ymax", "image_height")):
+        boxes[lo] = boxes[lo].clip(lower=0, upper=boxes[size])
+        boxes[hi] = boxes[hi].clip(lower=0, upper=boxes[size])
     empty = (boxes["xmax"] <= boxes["xmin"]) | (boxes["ymax"] <= boxes["ymin"])
-    box_report["empty after clipping to the image"] = int(empty.sum())
-    boxes = boxes.loc[~empty, list(BOX_COLUMNS)].reset_index(drop=True)
+    report = {f"certainty < {min_certainty}": int(low.sum()), "empty after clipping to the image": int(empty.sum())}
+    return boxes.loc[~empty, list(BOX_COLUMNS)].reset_index(drop=True), report
 
-    if not keep_negatives:
-        readings = ex.take(readings, ~readings["reflacx_id"].isin(boxes["reflacx_id"]), R_NEGATIVE)
 
-    instances = readings[list(INSTANCE_COLUMNS)].reset_index(drop=True)
-    for c in ("subject_id", "study_id", "stay_id", "image_width", "image_height", "reflacx_phase"):
-        instances[c] = instances[c].astype("int64")
-    instances["pain"] = instances["pain"].astype("string")
-    excluded = ex.frame()
-    if len(instances) + len(excluded) != n_input:  # invariant: every reading kept or excluded once
-        raise AssertionError(f"join lost readings: kept {len(instances)} + excluded {len(excluded)} != {n_input}")
-
+def _write(out_dir: Path, source_dir: Path, copy_images: bool, instances: pd.DataFrame, boxes: pd.DataFrame,
+           excluded: pd.DataFrame, meta: dict) -> dict[str, int]:
+    """Write the join's files (copying the kept JPEGs when asked); returns the exclusion counts by reason."""
     out_dir.mkdir(parents=True, exist_ok=True)
     image_root: str = str(source_dir.resolve())
     if copy_images:
@@ -349,22 +374,8 @@ def join(
     pd.DataFrame({"reason": list(exclusions), "count": list(exclusions.values())}).to_csv(
         out_dir / "exclusions.csv", index=False
     )
-    meta = {
-        "image_root": image_root,
-        "keep_negatives": keep_negatives,
-        "min_certainty": min_certainty,
-        "check_images": check_images,
-        "n_input": n_input,
-        "n_kept": len(instances),
-        "n_boxes": len(boxes),
-        "box_report": box_report,
-        "stay_rule": "latest intime among stays containing the study; tie -> smallest stay_id",
-    }
-    (out_dir / "join_meta.json").write_text(json.dumps(meta, indent=2))
-    result = JoinResult(out_dir, n_input, len(instances), exclusions, len(boxes), box_report)
-    log.info("join: %d readings in, %d kept, %d excluded, %d boxes", n_input, result.n_kept, result.n_excluded,
-             len(boxes))
-    return result
+    (out_dir / "join_meta.json").write_text(json.dumps({"image_root": image_root, **meta}, indent=2))
+    return exclusions
 
 
 def _copy_images(source_dir: Path, dest: Path, relpaths: pd.Series) -> None:

@@ -194,6 +194,37 @@ def cache_images(paths: list[Path], out_path: Path, size: int, workers: int = 2)
 
 
 # ----------------------------------------------------------------------------- main entry
+def _split(inst: pd.DataFrame, has_lesion: pd.Series, cfg: PreprocessConfig,
+           cleaning: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """The split of every reading (by patient, or REFLACX's own) and the cleaning report (+ subjects moved)."""
+    if cfg.split == "patient":
+        split = patient_split(inst["subject_id"], has_lesion, cfg.fractions, cfg.seed)
+    else:
+        split, moved = reflacx_split(inst)
+        cleaning = pd.concat([cleaning, pd.DataFrame(
+            [("split", "subject in several REFLACX splits -> most held-out split", moved)],
+            columns=cleaning.columns)], ignore_index=True)
+    overlap = pd.Series(np.asarray(split), index=inst.index).groupby(inst["subject_id"]).nunique()
+    if (overlap > 1).any():  # invariant, never expected
+        raise AssertionError(f"subjects in several splits: {overlap[overlap > 1].index.tolist()[:5]}")
+    return split, cleaning
+
+
+def _scaled_boxes(boxes: pd.DataFrame, inst: pd.DataFrame, image_size: int) -> pd.DataFrame:
+    """Boxes in cached-image pixels (``image_size`` square), with their class id."""
+    size = inst.set_index("reflacx_id")[["image_width", "image_height"]]
+    b = boxes.merge(size, left_on="reflacx_id", right_index=True, how="inner")
+    sx = image_size / b["image_width"]
+    sy = image_size / b["image_height"]
+    return pd.DataFrame({
+        "reflacx_id": b["reflacx_id"].to_numpy(),
+        "label": b["label"].to_numpy(),
+        "label_id": b["label"].map(schema.CLASS_TO_ID).astype("int64").to_numpy(),
+        "xmin": (b["xmin"] * sx).to_numpy(), "ymin": (b["ymin"] * sy).to_numpy(),
+        "xmax": (b["xmax"] * sx).to_numpy(), "ymax": (b["ymax"] * sy).to_numpy(),
+    })
+
+
 def preprocess(joined_dir: str | Path, out_dir: str | Path, cfg: PreprocessConfig | None = None) -> PreprocessResult:
     """Clean, split, fit the clinical transform on train only, cache images; see the module docstring."""
     cfg = cfg or PreprocessConfig()
@@ -212,17 +243,7 @@ def preprocess(joined_dir: str | Path, out_dir: str | Path, cfg: PreprocessConfi
     inst = pd.concat([inst, raw.astype({"raw_pain": "string"})], axis=1)
 
     has_lesion = inst["reflacx_id"].isin(boxes["reflacx_id"])
-    if cfg.split == "patient":
-        inst["split"] = patient_split(inst["subject_id"], has_lesion, cfg.fractions, cfg.seed)
-    else:
-        inst["split"], moved = reflacx_split(inst)
-        cleaning = pd.concat([cleaning, pd.DataFrame(
-            [("split", "subject in several REFLACX splits -> most held-out split", moved)],
-            columns=cleaning.columns)], ignore_index=True)
-    overlap = inst.groupby("subject_id")["split"].nunique()
-    if (overlap > 1).any():  # invariant, never expected
-        raise AssertionError(f"subjects in several splits: {overlap[overlap > 1].index.tolist()[:5]}")
-
+    inst["split"], cleaning = _split(inst, has_lesion, cfg, cleaning)
     transform = ClinicalTransform.fit(inst[inst["split"] == "train"])
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,17 +252,7 @@ def preprocess(joined_dir: str | Path, out_dir: str | Path, cfg: PreprocessConfi
     inst["cache_index"] = inst["dicom_id"].map(dict(zip(dicoms["dicom_id"], dicoms.index, strict=True))).astype("int64")
     cache_images([root / p for p in dicoms["image_path"]], out_dir / "images.npy", cfg.image_size, cfg.workers)
 
-    size = inst.set_index("reflacx_id")[["image_width", "image_height"]]
-    b = boxes.merge(size, left_on="reflacx_id", right_index=True, how="inner")
-    sx = cfg.image_size / b["image_width"]
-    sy = cfg.image_size / b["image_height"]
-    scaled = pd.DataFrame({
-        "reflacx_id": b["reflacx_id"].to_numpy(),
-        "label": b["label"].to_numpy(),
-        "label_id": b["label"].map(schema.CLASS_TO_ID).astype("int64").to_numpy(),
-        "xmin": (b["xmin"] * sx).to_numpy(), "ymin": (b["ymin"] * sy).to_numpy(),
-        "xmax": (b["xmax"] * sx).to_numpy(), "ymax": (b["ymax"] * sy).to_numpy(),
-    })
+    scaled = _scaled_boxes(boxes, inst, cfg.image_size)
     inst.to_parquet(out_dir / "instances.parquet", index=False)
     scaled.to_parquet(out_dir / "boxes.parquet", index=False)
     cleaning.to_csv(out_dir / "cleaning.csv", index=False)

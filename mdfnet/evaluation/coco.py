@@ -94,29 +94,29 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
 
 
-def _int_column(entries: Sequence[Any], key: str, kind: str) -> np.ndarray:
+def _typed_column(entries: Sequence[Any], key: str, kind: str, integer: bool) -> np.ndarray:
+    """``key`` of every entry as Int64[N] (``integer``) or finite Float64[N]; errors name the first bad entry."""
     values = _field(entries, key, kind)
-    arr = np.asarray(values) if values else np.zeros(0, dtype=np.int64)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+    arr = np.asarray(values) if values else np.zeros(0, dtype=np.int64 if integer else np.float64)
+    ok_kinds, check, what = ("iu", _is_int, "an integer") if integer else ("iuf", _is_number, "a number")
+    if arr.ndim != 1 or arr.dtype.kind not in ok_kinds:
         for i, v in enumerate(values):
-            if not _is_int(v):
-                raise EvaluationError(f"{_label(kind, i, entries[i])}: {key} must be an integer, got {v!r:.60}")
-    return arr.astype(np.int64)
-
-
-def _number_column(entries: Sequence[Any], key: str, kind: str) -> np.ndarray:
-    values = _field(entries, key, kind)
-    arr = np.asarray(values) if values else np.zeros(0, dtype=np.float64)
-    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
-        for i, v in enumerate(values):
-            if not _is_number(v):
-                raise EvaluationError(f"{_label(kind, i, entries[i])}: {key} must be a number, got {v!r:.60}")
-    arr = arr.astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(arr))
+            if not check(v):
+                raise EvaluationError(f"{_label(kind, i, entries[i])}: {key} must be {what}, got {v!r:.60}")
+    arr = arr.astype(np.int64 if integer else np.float64)
+    bad = np.flatnonzero(~np.isfinite(arr)) if not integer else []
     if len(bad):
         i = int(bad[0])
         raise EvaluationError(f"{_label(kind, i, entries[i])}: {key} {arr[i]} is not finite")
     return arr
+
+
+def _int_column(entries: Sequence[Any], key: str, kind: str) -> np.ndarray:
+    return _typed_column(entries, key, kind, integer=True)
+
+
+def _number_column(entries: Sequence[Any], key: str, kind: str) -> np.ndarray:
+    return _typed_column(entries, key, kind, integer=False)
 
 
 def _bbox_column(entries: Sequence[Any], kind: str) -> np.ndarray:

@@ -306,6 +306,27 @@ def resample_images(num_images: int, n: int, seed: int) -> np.ndarray:
     return counts.reshape(n, num_images)
 
 
+def _replicated_class(m: Matches, k: int, idx: np.ndarray, weights: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """AP and AR ``[n]`` of class ``k`` (detections ``idx`` in ranked order) in each of the ``n`` replicates given by
+    the image ``weights`` ``[n, I]`` (NaN where a replicate has no ground truth of the class); chunked in memory."""
+    n, n_img = weights.shape
+    ap, ar = np.full(n, np.nan), np.full(n, np.nan)
+    gt_per_image = np.bincount(m.gt_image[m.gt_category == k], minlength=n_img)
+    n_gt = weights @ gt_per_image  # [n]
+    hits = m.det_matched[:, idx].astype(np.float64)  # [T, Nk]
+    step = max(1, (1 << 22) // max(1, T * len(idx)))
+    for lo in range(0, n, step):
+        w = weights[lo : lo + step][:, m.det_image[idx]][:, None, :]  # [b, 1, Nk]
+        ngt = n_gt[lo : lo + step]
+        has = ngt > 0
+        tp_cum = np.cumsum(w * hits, axis=-1)
+        fp_cum = np.cumsum(w * (1.0 - hits), axis=-1)
+        prec, rec = interpolated_precision(tp_cum, fp_cum, np.broadcast_to(np.where(has, ngt, 1.0)[:, None], (len(ngt), T)))
+        ap[lo : lo + step] = np.where(has, prec.mean(axis=(1, 2)), np.nan)
+        ar[lo : lo + step] = np.where(has, rec.mean(axis=1), np.nan)
+    return ap, ar
+
+
 def bootstrap(
     gt: dict | GroundTruth,
     dets: list,
@@ -335,19 +356,7 @@ def bootstrap(
     ap = np.full((n, K), np.nan)
     ar = np.full((n, K), np.nan)
     for k, idx in enumerate(ranked_by_category(m, K)):
-        gt_per_image = np.bincount(m.gt_image[m.gt_category == k], minlength=n_img)
-        n_gt = weights @ gt_per_image  # [n]
-        hits = m.det_matched[:, idx].astype(np.float64)  # [T, Nk]
-        step = max(1, (1 << 22) // max(1, T * len(idx)))
-        for lo in range(0, n, step):
-            w = weights[lo : lo + step][:, m.det_image[idx]][:, None, :]  # [b, 1, Nk]
-            ngt = n_gt[lo : lo + step]
-            has = ngt > 0
-            tp_cum = np.cumsum(w * hits, axis=-1)
-            fp_cum = np.cumsum(w * (1.0 - hits), axis=-1)
-            prec, rec = interpolated_precision(tp_cum, fp_cum, np.broadcast_to(np.where(has, ngt, 1.0)[:, None], (len(ngt), T)))
-            ap[lo : lo + step, k] = np.where(has, prec.mean(axis=(1, 2)), np.nan)
-            ar[lo : lo + step, k] = np.where(has, rec.mean(axis=1), np.nan)
+        ap[:, k], ar[:, k] = _replicated_class(m, k, idx, weights, T)
 
     alpha = 100 * (1 - confidence) / 2
     q = (alpha, 100 - alpha)

@@ -41,10 +41,10 @@ from mdfnet.model.catalog import BACKBONE_NAMES, BACKBONE_STRIDES, check_registr
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """``make()`` → torchvision classifier; ``stages(classifier)`` → its trunk as an ordered list of modules;
-    ``cuts[stride] = (number of stages kept, channels of the last kept stage)``."""
+    """``make(weights=None)`` → torchvision classifier (random init); ``stages(classifier)`` → its trunk as an
+    ordered list of modules; ``cuts[stride] = (number of stages kept, channels of the last kept stage)``."""
 
-    make: Callable[[], nn.Module]
+    make: Callable[..., nn.Module]
     stages: Callable[[nn.Module], list[nn.Module]]
     cuts: dict[int, tuple[int, int]]
 
@@ -69,21 +69,14 @@ def _resnet_stages(m: nn.Module) -> list[nn.Module]:
     return [m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4]
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    "mobilenet_v3_small": BackboneSpec(lambda: tvm.mobilenet_v3_small(weights=None), _features,
-                                       {8: (4, 24), 16: (9, 48), 32: (13, 576)}),
-    "mobilenet_v3_large": BackboneSpec(lambda: tvm.mobilenet_v3_large(weights=None), _features,
-                                       {8: (7, 40), 16: (13, 112), 32: (17, 960)}),
-    "efficientnet_b0": BackboneSpec(lambda: tvm.efficientnet_b0(weights=None), _features,
-                                    {8: (4, 40), 16: (6, 112), 32: (9, 1280)}),
-    "resnet18": BackboneSpec(lambda: tvm.resnet18(weights=None), _resnet_stages,
-                             {8: (6, 128), 16: (7, 256), 32: (8, 512)}),
-    "resnet50": BackboneSpec(lambda: tvm.resnet50(weights=None), _resnet_stages,
-                             {8: (6, 512), 16: (7, 1024), 32: (8, 2048)}),
-    "densenet121": BackboneSpec(lambda: tvm.densenet121(weights=None), _densenet_stages,
-                                {8: (7, 512), 16: (9, 1024), 32: (13, 1024)}),
-    "convnext_tiny": BackboneSpec(lambda: tvm.convnext_tiny(weights=None), _features,
-                                  {8: (4, 192), 16: (6, 384), 32: (8, 768)}),
+BACKBONES: dict[str, BackboneSpec] = {  # name: (torchvision constructor, its stages, {stride: (stages, channels)})
+    "mobilenet_v3_small": BackboneSpec(tvm.mobilenet_v3_small, _features, {8: (4, 24), 16: (9, 48), 32: (13, 576)}),
+    "mobilenet_v3_large": BackboneSpec(tvm.mobilenet_v3_large, _features, {8: (7, 40), 16: (13, 112), 32: (17, 960)}),
+    "efficientnet_b0": BackboneSpec(tvm.efficientnet_b0, _features, {8: (4, 40), 16: (6, 112), 32: (9, 1280)}),
+    "resnet18": BackboneSpec(tvm.resnet18, _resnet_stages, {8: (6, 128), 16: (7, 256), 32: (8, 512)}),
+    "resnet50": BackboneSpec(tvm.resnet50, _resnet_stages, {8: (6, 512), 16: (7, 1024), 32: (8, 2048)}),
+    "densenet121": BackboneSpec(tvm.densenet121, _densenet_stages, {8: (7, 512), 16: (9, 1024), 32: (13, 1024)}),
+    "convnext_tiny": BackboneSpec(tvm.convnext_tiny, _features, {8: (4, 192), 16: (6, 384), 32: (8, 768)}),
 }
 """Backbone name → how to build and cut it. To support another torchvision classifier, add an entry here and its
 name to :data:`mdfnet.model.catalog.BACKBONE_NAMES`."""
@@ -113,7 +106,7 @@ def build_backbone(name: str, out_channels: int = 64, weights_path: str | Path |
     spec = BACKBONES.get(name)
     if spec is None:
         raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
-    classifier = spec.make()
+    classifier = spec.make(weights=None)
     if weights_path is not None:
         load_classifier_weights(classifier, name, weights_path)
     trunk, channels = spec.trunk(classifier, stride)

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdfnet import tracking
+from mdfnet import registry, tracking
 from mdfnet.pipeline.grids import LABEL_KEYS, GridItem, plan_grid
 from mdfnet.pipeline.ranking import TABLE_METRICS, format_pct, rank_cells, selection_score
 from mdfnet.pipeline.reports import html_table, markdown_table, plots_html
@@ -137,7 +137,7 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
         logger.log_artifact(out_dir / "config.yaml", "config")
         best = res.best_checkpoint or res.last_checkpoint
         model, _ = load_model(best)
-        model_uri = tracking.log_torch_model(client, run_id, model)
+        model_uri = registry.log_torch_model(client, run_id, model)
     info = {**it.to_dict(), "run_id": run_id, "model_uri": model_uri, "checkpoint": best.name,
             "best_val_ap": res.best_val_ap, "best_epoch": res.best_epoch, "steps": res.steps,
             "mode": tracking.tracking_mode()}
@@ -215,15 +215,15 @@ def compare(results: Sequence[Mapping[str, Any]], client: Any = None) -> dict[st
 
 def register(best: Mapping[str, Any], model_name: str, client: Any = None) -> dict[str, Any]:
     """Register the best run's model as a new version of ``model_name``; move alias ``champion`` only if its
-    validation AP beats the champion's (:func:`mdfnet.tracking.register_champion`). The decision is tagged on
+    validation AP beats the champion's (:func:`mdfnet.registry.register_champion`). The decision is tagged on
     the pipeline run, which then ends (``self`` mode). Returns the decision plus ``champion_version``."""
     if not best.get("model_uri") or not best.get("run_id"):
         raise StepError(f"register needs a run summary with model_uri and run_id, got keys {sorted(best)}")
     client = client or tracking.configure()
     score = selection_score(best)
-    decision = tracking.register_champion(client, model_name, str(best["model_uri"]), str(best["run_id"]),
+    decision = registry.register_champion(client, model_name, str(best["model_uri"]), str(best["run_id"]),
                                           score if math.isfinite(score) else math.nan)
-    out = {**decision.to_dict(), "champion_version": tracking.champion_version(client, model_name)}
+    out = {**decision.to_dict(), "champion_version": registry.champion_version(client, model_name)}
     parent = best.get("parent_run_id")
     if parent:
         tracking.MlflowLogger(parent, client).set_tags({

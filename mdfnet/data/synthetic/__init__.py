@@ -59,7 +59,8 @@ jitter and contrast), then one opacity per lesion inside its box:
 - *Enlarged cardiac silhouette*: the heart blob is drawn wider (0.19–0.24·W half-width vs 0.11–0.145·W);
   its box is the heart's bounding box;
 - *Pleural abnormality*: a bright homogeneous meniscus (crescent) at a lung base's lateral edge;
-- *Atelectasis*: a thin dense slightly oblique band across a lung.
+- *Atelectasis*: a dense slightly oblique band across a lung, 4–7 % of the image height thick (3–4 px at 64 px;
+  it was 1.6–3.2 %, 1–2 px and barely visible at 64 px, which made its AP mostly noise there).
 
 **Readings** (REFLACX): 1 reader per image (80 %), 2 (13 %) or 3 (7 %), distinct radiologists. A single reading
 is phase 3 with probability 0.7 (else 1 or 2); readings of multi-read images are phase 1/2/3 w.p. 0.45/0.45/0.1.

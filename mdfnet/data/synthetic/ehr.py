@@ -85,22 +85,27 @@ def reflacx_stays(rng: np.random.Generator, studies: pd.DataFrame, n_patients: i
     near_in = np.where(before, dt_s - gap - dur * s, dt_s + gap + s)
     part(near, near_in[near], (near_in + dur * s)[near])
 
-    # unrelated stays: 0-3 per patient, ≥ 3 days before the first or after the last study of the patient
+    parts.append(_unrelated_stays(rng, dt, pidx, n_patients))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _unrelated_stays(rng: np.random.Generator, dt: np.ndarray, pidx: np.ndarray, n_patients: int) -> pd.DataFrame:
+    """0-3 stays per REFLACX patient, ≥ 3 days before the patient's first or after their last study (conditions
+    drawn from the prior later)."""
+    s = np.timedelta64(1, "s")
     first = pd.Series(dt).groupby(pidx).min().reindex(range(n_patients)).to_numpy()
     last = pd.Series(dt).groupby(pidx).max().reindex(range(n_patients)).to_numpy()
-    k = rng.choice(4, n_patients, p=(0.45, 0.3, 0.15, 0.1))
-    owner = np.repeat(np.arange(n_patients), k)
+    owner = np.repeat(np.arange(n_patients), rng.choice(4, n_patients, p=(0.45, 0.3, 0.15, 0.1)))
     m = len(owner)
-    offset = rng.integers(3 * 86_400, 900 * 86_400, m) * np.timedelta64(1, "s")
+    offset = rng.integers(3 * 86_400, 900 * 86_400, m) * s
     start = np.where(rng.random(m) < 0.5, first[owner].astype("datetime64[s]") - offset - 86_400 * s,
                      last[owner].astype("datetime64[s]") + offset)
-    d2 = rng.integers(2 * 3600, 24 * 3600 + 1, m) * s
-    extra = pd.DataFrame({"pidx": owner, "intime": start, "outtime": start + d2, "has_triage": True})
+    extra = pd.DataFrame({"pidx": owner, "intime": start, "outtime": start + rng.integers(2 * 3600, 24 * 3600 + 1, m) * s,
+                          "has_triage": True})
     for name in CONDITIONS:
         extra[name] = False
     extra["prior"] = True
-    parts.append(extra)
-    return pd.concat(parts, ignore_index=True)
+    return extra
 
 
 def background_stays(rng: np.random.Generator, n: int, patient_rows: np.ndarray, anchor_year: np.ndarray) -> pd.DataFrame:

@@ -93,7 +93,7 @@ def sample_lesion_geometry(rng: np.random.Generator, present: np.ndarray, anat: 
         cx = (anat.lung_cx(side) + rng.uniform(-0.2, 0.2) * anat.lung_ax) * w
         cy = (anat.lung_cy + rng.uniform(-0.1, 0.5) * anat.lung_ay) * h
         half_len = rng.uniform(0.45, 0.8) * anat.lung_ax * w
-        half_t = max(1.5, rng.uniform(0.008, 0.016) * h)
+        half_t = max(1.5, rng.uniform(0.02, 0.035) * h)  # visible at 64 px (0.008-0.016 was ≈ 1 px there)
         ang = rng.uniform(-0.3, 0.3)
         ex = half_len * abs(np.cos(ang)) + half_t * abs(np.sin(ang))
         ey = half_len * abs(np.sin(ang)) + half_t * abs(np.cos(ang))

@@ -114,66 +114,75 @@ def _jitter_box(rng: np.random.Generator, box: tuple[float, ...], w: int, h: int
 
 def sample_readings(rng: np.random.Generator, studies: pd.DataFrame,
                     geometry: list[list[Lesion]]) -> list[Reading]:
-    """REFLACX readings with jittered ellipses (see the module docstring for the reader model)."""
+    """REFLACX readings with jittered ellipses (see :mod:`mdfnet.data.synthetic` for the reader model)."""
     n = len(studies)
     n_readers = rng.choice(3, n, p=READERS_P) + 1
     ordinary = (studies["role"] == "").to_numpy()
     big = n >= MIN_RESERVED_STUDIES
     if big and not (n_readers[ordinary] > 1).any():
         n_readers[rng.choice(np.flatnonzero(ordinary))] = 2
-    phases: list[np.ndarray] = []
-    for k in n_readers:
-        if k == 1:
-            phases.append(np.array([3 if rng.random() < 0.7 else int(rng.integers(1, 3))]))
-        else:
-            phases.append(rng.choice(3, k, p=(0.45, 0.45, 0.1)) + 1)
-    if big:  # a phase-3 reading of an ordinary image with a pleural lesion (forced visible below)
-        les = lesion_matrix(studies)
-        pleural_ok = ordinary & les[:, PLEURAL]
-        if not pleural_ok.any():
-            roomy = ordinary & (les.sum(axis=1) < MAX_LESIONS)
-            i = int(rng.choice(np.flatnonzero(roomy if roomy.any() else ordinary)))
-            if not roomy[i]:  # already MAX_LESIONS lesions: swap one (not the heart, drawn by the anatomy)
-                drop = les[i] & (np.arange(len(schema.CLASSES)) != ECS)
-                studies.loc[i, f"lesion_{int(rng.choice(np.flatnonzero(drop)))}"] = False
-            studies.loc[i, f"lesion_{PLEURAL}"] = True
-            geometry[i] = sample_lesion_geometry(rng, lesion_matrix(studies)[i], studies.loc[i, "anatomy"],
-                                                 int(studies.loc[i, "width"]), int(studies.loc[i, "height"]))
-            pleural_ok[i] = True
-        forced_image = int(np.flatnonzero(pleural_ok)[0])
-        phases[forced_image][0] = 3
-        all_phases = np.concatenate(phases)
-        for ph in (1, 2, 3):  # every phase present
-            if not (all_phases == ph).any():
-                cand = [i for i in range(n) if i != forced_image and len(phases[i]) == 1]
-                if cand:
-                    phases[int(rng.choice(cand))][0] = ph
-                all_phases = np.concatenate(phases)
-    else:
-        forced_image = -1
+    phases = [np.array([3 if rng.random() < 0.7 else int(rng.integers(1, 3))]) if k == 1
+              else rng.choice(3, k, p=(0.45, 0.45, 0.1)) + 1 for k in n_readers]
+    forced_image = _guarantee_pleural_phase3_and_every_phase(rng, studies, geometry, phases, ordinary) if big else -1
     r_numbers = unique_ints(rng, int(n_readers.sum()), 100_000, 1_000_000)
     readings: list[Reading] = []
     for i in range(n):
         w, h = int(studies.at[i, "width"]), int(studies.at[i, "height"])
         radiologists = rng.permutation(N_RADIOLOGISTS)[: n_readers[i]] + 1
-        for j, phase in enumerate(phases[i]):
-            phase = int(phase)
+        for j, phase in enumerate(int(p) for p in phases[i]):
             prefix = "P300" if phase == 3 else f"P{phase}{radiologists[j]:02d}"
-            ellipses = []
-            for les in geometry[i]:
-                seen = rng.random() < DETECT_P or (i == forced_image and j == 0 and les.cls == PLEURAL)
-                if seen:
-                    cert = int(rng.choice(5, p=CERTAINTY_P)) + 1
-                    ellipses.append((*_jitter_box(rng, les.box, w, h), cert, _label_names(les.cls, phase, rng)))
-            if rng.random() < 0.12:
-                others = OTHER_LABELS_P3 if phase == 3 else OTHER_LABELS_P12
-                bw, bh = rng.uniform(0.05, 0.2) * w, rng.uniform(0.05, 0.2) * h
-                x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
-                ellipses.append((*_jitter_box(rng, (x0, y0, x0 + bw, y0 + bh), w, h),
-                                 int(rng.choice(5, p=CERTAINTY_P)) + 1, (str(rng.choice(others)),)))
+            force_pleural = i == forced_image and j == 0
+            ellipses = _ellipses(rng, geometry[i], phase, w, h, force_pleural)
             readings.append(Reading(f"{prefix}R{r_numbers[len(readings)]}", i, phase, ellipses,
                                     bool(rng.random() < 0.03)))
     if big and not any(not r.ellipses for r in readings):  # a reading with no ellipse
         cand = [k for k, r in enumerate(readings) if ordinary[r.image] and r.image != forced_image]
         readings[int(rng.choice(cand))].ellipses = []
     return readings
+
+
+def _guarantee_pleural_phase3_and_every_phase(rng: np.random.Generator, studies: pd.DataFrame,
+                                              geometry: list[list[Lesion]], phases: list[np.ndarray],
+                                              ordinary: np.ndarray) -> int:
+    """Make an ordinary image with a pleural lesion (its first reading phase 3, the lesion forced visible) and
+    every phase present; returns that image's row (``studies``, ``geometry`` and ``phases`` are updated)."""
+    les = lesion_matrix(studies)
+    pleural_ok = ordinary & les[:, PLEURAL]
+    if not pleural_ok.any():
+        roomy = ordinary & (les.sum(axis=1) < MAX_LESIONS)
+        i = int(rng.choice(np.flatnonzero(roomy if roomy.any() else ordinary)))
+        if not roomy[i]:  # already MAX_LESIONS lesions: swap one (not the heart, drawn by the anatomy)
+            drop = les[i] & (np.arange(len(schema.CLASSES)) != ECS)
+            studies.loc[i, f"lesion_{int(rng.choice(np.flatnonzero(drop)))}"] = False
+        studies.loc[i, f"lesion_{PLEURAL}"] = True
+        geometry[i] = sample_lesion_geometry(rng, lesion_matrix(studies)[i], studies.loc[i, "anatomy"],
+                                             int(studies.loc[i, "width"]), int(studies.loc[i, "height"]))
+        pleural_ok[i] = True
+    forced_image = int(np.flatnonzero(pleural_ok)[0])
+    phases[forced_image][0] = 3
+    all_phases = np.concatenate(phases)
+    for ph in (1, 2, 3):  # every phase present
+        if not (all_phases == ph).any():
+            cand = [i for i in range(len(studies)) if i != forced_image and len(phases[i]) == 1]
+            if cand:
+                phases[int(rng.choice(cand))][0] = ph
+            all_phases = np.concatenate(phases)
+    return forced_image
+
+
+def _ellipses(rng: np.random.Generator, lesions: list[Lesion], phase: int, w: int, h: int,
+              force_pleural: bool) -> list[tuple]:
+    """One reader's ellipses: each lesion seen w.p. DETECT_P (a forced pleural one always), jittered, with a
+    certainty; 12 % add an ellipse of a label outside the 5 classes."""
+    ellipses = []
+    for les in lesions:
+        if rng.random() < DETECT_P or (force_pleural and les.cls == PLEURAL):
+            cert = int(rng.choice(5, p=CERTAINTY_P)) + 1
+            ellipses.append((*_jitter_box(rng, les.box, w, h), cert, _label_names(les.cls, phase, rng)))
+    if rng.random() < 0.12:
+        others = OTHER_LABELS_P3 if phase == 3 else OTHER_LABELS_P12
+        bw, bh = rng.uniform(0.05, 0.2) * w, rng.uniform(0.05, 0.2) * h
+        x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+        ellipses.append((*_jitter_box(rng, (x0, y0, x0 + bw, y0 + bh), w, h),
+                         int(rng.choice(5, p=CERTAINTY_P)) + 1, (str(rng.choice(others)),)))
+    return ellipses

@@ -69,3 +69,41 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+N_BIG = 600
+
+
+@pytest.fixture(scope="session")
+def big(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """One 600-study synthetic tree at ~32 px (seed 11), shared by the generator's tests."""
+    from mdfnet.data import synthetic as S
+
+    root = tmp_path_factory.mktemp("synth_big")
+    return root, S.generate(root, N_BIG, seed=11, image_size=32)
+
+
+@pytest.fixture(scope="session")
+def big_joined(big, tmp_path_factory):
+    from mdfnet.data.join import join
+
+    root, _ = big
+    out = tmp_path_factory.mktemp("synth_big_joined")
+    result = join(root, out)
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def presence(big_joined) :
+    """Cleaned joined readings and a bool [readings, 5] lesion-presence frame (from the joined boxes)."""
+    import pandas as pd
+
+    from mdfnet.data import schema
+    from mdfnet.data.clean import clean_clinical
+
+    out, _ = big_joined
+    inst, _ = clean_clinical(pd.read_parquet(out / "instances.parquet"))
+    boxes = pd.read_parquet(out / "boxes.parquet")
+    pres = pd.DataFrame({c: inst["reflacx_id"].isin(boxes.loc[boxes["label"] == c, "reflacx_id"]).to_numpy()
+                         for c in schema.CLASSES})
+    return inst.reset_index(drop=True), pres

@@ -1,4 +1,6 @@
-"""The synthetic source generator: layout and types, planted messiness, join exclusions, signal, determinism, CLI.
+"""The synthetic source generator: layout and types, planted messiness, join exclusions, signal (determinism and
+the CLI: ``test_synthetic_determinism.py``; the learnable signal: ``test_synthetic_signal.py``; the shared 600-study
+tree: ``conftest.py``).
 
 One 600-study tree at ~32 px (≈2 s) serves the layout, messiness, join and signal tests; determinism uses 30-study
 trees. Numbers asserted here are properties of the generative model (see :mod:`mdfnet.data.synthetic`), with
@@ -7,9 +9,6 @@ margins wide enough to hold for any seed.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from PIL import Image
 
 from mdfnet.data import schema
 from mdfnet.data import synthetic as S
-from mdfnet.data.clean import PLAUSIBLE, clean_clinical
+from mdfnet.data.clean import PLAUSIBLE
 from mdfnet.data.join import REASONS, join, parse_study_datetime
 
 N_BIG = 600
@@ -64,36 +63,6 @@ class Ellipses:
 
 def ellipses(root: Path, rid: str) -> Ellipses:
     return Ellipses(root / schema.ellipses_path(rid))
-
-
-def file_hashes(root: Path, pattern: str = "**/*") -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.glob(pattern)) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    root = tmp_path_factory.mktemp("synth_big")
-    return root, S.generate(root, N_BIG, seed=11, image_size=32)
-
-
-@pytest.fixture(scope="module")
-def big_joined(big, tmp_path_factory):
-    root, _ = big
-    out = tmp_path_factory.mktemp("synth_big_joined")
-    result = join(root, out)
-    return out, result
-
-
-@pytest.fixture(scope="module")
-def presence(big_joined) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cleaned joined readings and a bool [readings, 5] lesion-presence frame (from the joined boxes)."""
-    out, _ = big_joined
-    inst, _ = clean_clinical(pd.read_parquet(out / "instances.parquet"))
-    boxes = pd.read_parquet(out / "boxes.parquet")
-    pres = pd.DataFrame({c: inst["reflacx_id"].isin(boxes.loc[boxes["label"] == c, "reflacx_id"]).to_numpy()
-                         for c in schema.CLASSES})
-    return inst.reset_index(drop=True), pres
 
 
 # ----------------------------------------------------------------------------- layout, columns, types
@@ -353,170 +322,3 @@ def test_rewriting_replaces_the_gz_twin(tmp_path):
     S.generate(tmp_path, 3, seed=0, image_size=32)
     assert not stale.exists() and (tmp_path / schema.TRIAGE).is_file()
     assert not plain.exists() and (tmp_path / (schema.EDSTAYS + ".gz")).is_file()
-
-
-# ----------------------------------------------------------------------------- learnable signal
-def test_clinical_features_correlate_with_lesions_as_documented(presence):
-    inst, pres = presence
-
-    def gap(cls: str, feat: str) -> float:
-        """Mean of ``feat`` over readings with ``cls`` minus over readings without it (cleaned values)."""
-        v, m = inst[feat], pres[cls].to_numpy()
-        return float(v[m].mean() - v[~m].mean())
-
-    def corr(cls: str, feat: str) -> float:
-        ok = inst[feat].notna().to_numpy()
-        return float(np.corrcoef(pres[cls].to_numpy()[ok], inst[feat].to_numpy()[ok])[0, 1])
-
-    assert pres.sum().min() >= 30, pres.sum()  # every class has enough positives
-    assert gap("Consolidation", "temperature") > 2.0  # °F: fever ↔ consolidation
-    assert corr("Consolidation", "temperature") > 0.6
-    assert gap("Pulmonary edema", "resprate") > 5  # breaths/min: tachypnoea ↔ edema
-    assert gap("Pulmonary edema", "o2sat") < -5
-    assert corr("Pulmonary edema", "resprate") > 0.55 and corr("Pulmonary edema", "o2sat") < -0.55
-    assert gap("Enlarged cardiac silhouette", "age") > 5  # years
-    assert corr("Enlarged cardiac silhouette", "age") > 0.12 and corr("Enlarged cardiac silhouette", "sbp") > 0.15
-    assert gap("Atelectasis", "pain") > 2 and corr("Atelectasis", "pain") > 0.3
-    # and features unrelated by construction stay unrelated
-    assert abs(corr("Atelectasis", "temperature")) < 0.15 and abs(corr("Consolidation", "age")) < 0.15
-
-
-def test_lookalike_pair_separated_by_clinical_data(presence):
-    """Consolidation vs edema readings (never both: one acute cause per episode): one threshold on a single
-    triage feature, chosen on one half and scored on the other, reaches a balanced accuracy far above chance
-    (0.5) for temperature, resprate and o2sat (the module docstring's 3000-study run: 0.97 / 0.93 / 0.96)."""
-    inst, pres = presence
-    co, ed = pres["Consolidation"].to_numpy(), pres["Pulmonary edema"].to_numpy()
-    assert not (co & ed).any()
-    sel = co ^ ed
-    y = co[sel]  # True = consolidation
-    assert min(y.sum(), (~y).sum()) >= 40
-
-    def balanced_accuracy(x: np.ndarray, yy: np.ndarray, t: float) -> float:
-        pred = x > t
-        return 0.5 * (pred[yy].mean() + (~pred[~yy]).mean())
-
-    half = np.arange(len(y)) % 2 == 0
-    for feat, sign in (("temperature", 1), ("resprate", -1), ("o2sat", 1)):
-        x = sign * inst.loc[sel, feat].to_numpy()
-        x = np.where(np.isnan(x), np.nanmedian(x), x)  # missing → median (as an imputer would)
-        thresholds = np.unique(x[half])
-        t = thresholds[int(np.argmax([balanced_accuracy(x[half], y[half], t) for t in thresholds]))]
-        assert balanced_accuracy(x[~half], y[~half], t) > 0.85, feat
-
-
-def test_lookalike_pair_is_identical_in_the_image():
-    """Consolidation and edema: same box sampler and same renderer, so the same random stream gives the same
-    pixels; other lesions render differently. Lesions are opacities inside their boxes."""
-    w, h = 96, 112
-    anat = S.sample_anatomy(np.random.default_rng(1), enlarged_heart=False)
-    box = S.opacity_box(np.random.default_rng(2), anat, side=0, w=w, h=h)
-
-    def render(cls: int | None) -> np.ndarray:
-        lesions = [] if cls is None else [box._replace(cls=cls)]
-        return S.render_image(np.random.default_rng(3), anat, lesions, w, h).astype(float)
-
-    cons, edema, none = render(S.CONSOL), render(S.EDEMA), render(None)
-    assert np.array_equal(cons, edema)
-    x0, y0, x1, y1 = (int(round(v)) for v in box.box)
-    inside = np.zeros((h, w), bool)
-    inside[y0:y1, x0:x1] = True
-    diff = cons - none
-    assert diff[inside].mean() - diff[~inside].mean() > 10  # brighter opacity inside the box
-    pleural = S.sample_lesion_geometry(np.random.default_rng(2), np.array([0, 0, 1, 0, 0], bool), anat, w, h)[0]
-    assert pleural.cls == S.PLEURAL
-    assert not np.array_equal(render(S.PLEURAL), cons)
-    # box distributions match: same sampler for both classes, fixed seed → same boxes
-    g_c = S.sample_lesion_geometry(np.random.default_rng(4), np.array([0, 0, 0, 1, 0], bool), anat, w, h)[0]
-    g_e = S.sample_lesion_geometry(np.random.default_rng(4), np.array([0, 0, 0, 0, 1], bool), anat, w, h)[0]
-    assert g_c.box == g_e.box and (g_c.cls, g_e.cls) == (S.CONSOL, S.EDEMA)
-
-
-def test_lesion_model_noisy_or():
-    cond = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0]], bool)
-    p = S.lesion_probabilities(cond)
-    np.testing.assert_allclose(p[0], S.LEAK)
-    assert p[0, S.CONSOL] == p[0, S.EDEMA] == 0  # no leak: every lesion of the pair has its clinical cause
-    assert p[1, S.CONSOL] == pytest.approx(1 - (1 - S.LEAK[S.CONSOL]) * (1 - S.CAUSE[0, S.CONSOL])) == 0.95
-    assert p[1, S.EDEMA] == 0 and p[3, S.CONSOL] == 0 and p[3, S.EDEMA] == 0.95
-    assert (p[2] >= p[1]).all() and (p[2] > 0.5).sum() == 5
-    les = S.sample_lesions(np.random.default_rng(0), np.ones((500, 4), bool))
-    assert les.sum(axis=1).max() == S.MAX_LESIONS
-
-
-def test_infection_and_fluid_overload_are_exclusive_with_documented_priors():
-    rng = np.random.default_rng(0)
-    age = rng.uniform(18, 100, 20_000)
-    cond = S.sample_conditions(rng, age)
-    inf, fo = cond[:, 0], cond[:, 1]
-    assert not (inf & fo).any()
-    assert inf.mean() == pytest.approx(S.P_INFECTION, abs=0.015)
-    at_62 = S.sample_conditions(np.random.default_rng(1), np.full(20_000, 62.0))
-    assert at_62[:, 1].mean() == pytest.approx(0.35, abs=0.015)  # fluid overload ≈ 0.35 at 62
-    old = S.sample_conditions(np.random.default_rng(2), np.full(20_000, 120.0))
-    assert not (old[:, 0] & old[:, 1]).any() and (old[:, 0] | old[:, 1]).mean() == pytest.approx(1.0)
-
-
-# ----------------------------------------------------------------------------- determinism
-@pytest.fixture(scope="module")
-def twins(tmp_path_factory):
-    roots = {k: tmp_path_factory.mktemp(f"synth_{k}") for k in ("a", "b", "c")}
-    sums = {k: S.generate(r, 30, seed=(4 if k != "c" else 5), image_size=40) for k, r in roots.items()}
-    return roots, sums
-
-
-TABLES = (schema.CXR_METADATA + ".gz", schema.PATIENTS_CANDIDATES[0] + ".gz", schema.EDSTAYS + ".gz",
-          schema.TRIAGE, *(schema.reflacx_metadata_path(p) for p in schema.REFLACX_PHASES))
-
-
-def test_same_seed_gives_identical_bytes(twins):
-    roots, sums = twins
-    a, b = file_hashes(roots["a"]), file_hashes(roots["b"])
-    assert sums["a"] == sums["b"]
-    assert set(TABLES) <= set(a)
-    assert sum(k.endswith(".jpg") for k in a) == sums["a"]["jpegs"] > 0
-    assert sum(k.endswith("anomaly_location_ellipses.csv") for k in a) == sums["a"]["readings"]
-    assert a == b  # every table, ellipse file and JPEG
-
-
-def test_different_seed_gives_different_tables(twins):
-    roots, _ = twins
-    a, c = file_hashes(roots["a"]), file_hashes(roots["c"])
-    for rel in TABLES:
-        assert a[rel] != c[rel], rel
-    assert not set(k for k in a if k.endswith(".jpg")) & set(k for k in c if k.endswith(".jpg"))
-
-
-def test_gzip_tables_have_no_timestamp(twins):
-    roots, _ = twins
-    raw = (roots["a"] / TABLES[0]).read_bytes()
-    assert raw[4:8] == b"\x00\x00\x00\x00"  # gzip MTIME field = 0
-    assert gzip.decompress(raw).startswith(b"dicom_id,subject_id,study_id,")
-
-
-def test_csv_writer_matches_pandas():
-    df = pd.DataFrame({
-        "i": np.array([1, 22], np.int64), "f": [98.0, np.nan], "t": [75006.859, 512.5],
-        "s": ["Fever, Cough", None], "q": ['say "hi"', "x"], "b": [True, False],
-        "n": pd.array([5, None], dtype="Int64"),
-    })
-    assert S.csv_bytes(df) == df.to_csv(index=False, lineterminator="\n").encode()
-    assert S.csv_bytes(df.iloc[:0]) == b"i,f,t,s,q,b,n\n"
-
-
-# ----------------------------------------------------------------------------- CLI
-def test_cli_synth_writes_the_same_tree_as_generate(tmp_path):
-    from typer.testing import CliRunner
-
-    from mdfnet.cli import app
-
-    res = CliRunner().invoke(app, ["synth", str(tmp_path / "cli"), "--studies", "12", "--seed", "3",
-                                   "--image-size", "40"])
-    assert res.exit_code == 0, res.output
-    summary = S.generate(tmp_path / "api", 12, seed=3, image_size=40)
-    for key in ("readings", "jpegs", "ed_stays", "excl_no_cxr_metadata"):
-        assert re.search(rf"^\s*{key}: {summary[key]}$", res.output, re.M), (key, res.output)
-    assert file_hashes(tmp_path / "cli") == file_hashes(tmp_path / "api")
-    res = CliRunner().invoke(app, ["synth", str(tmp_path / "t"), "--studies", "10", "--tables-only"])
-    assert res.exit_code == 0, res.output
-    assert not list((tmp_path / "t").rglob("*.jpg")) and schema.find_table(tmp_path / "t", schema.EDSTAYS)

@@ -11,7 +11,7 @@ or with ``--recipe paper`` the paper's defaults (anchors scaled to ``--image-siz
 A variant name ending in ``-shuffled`` is the shuffled-clinical control of that variant
 (``data.shuffle_clinical=true``: every study gets another study's clinical values).
 
-The generator (``mdfnet/data/synthetic.py``) renders *Consolidation* and *Pulmonary edema* with the same
+The generator (``mdfnet/data/synthetic/``) renders *Consolidation* and *Pulmonary edema* with the same
 renderer and the same box distribution: the image cannot tell them apart, the triage can (fever vs tachypnoea /
 low SpO₂). Besides IoBB AP@0.5 the script reports the look-alike pair's balanced accuracy
 (:func:`mdfnet.evaluation.pair_confusion`: for each ground-truth box of the pair, is the highest-scoring

@@ -1,8 +1,9 @@
 """MDF-Net: Multimodal Dual-Fusion Mask R-CNN for chest X-rays + ED triage data.
 
 Pure Python library (never imports kfp). Sub-packages: ``data`` (synthetic sources, join, cleaning,
-splits, cached dataset), ``model`` (backbones, fusion ops, variants), ``evaluation`` (IoBB/IoU AP/AR),
-``train``, ``tracking`` and ``cli``.
+splits, cached dataset), ``model`` (catalog of names, backbones, fusion ops, variants), ``training`` (config,
+loop, checkpoints), ``evaluation`` (IoBB/IoU AP/AR, the look-alike pair), ``pipeline`` (what the KFP steps
+call), ``tracking`` and ``registry`` (MLflow), ``demo`` and ``cli``.
 """
 
 __version__ = "0.1.0"

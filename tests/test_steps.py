@@ -234,6 +234,7 @@ def test_both_tracking_modes_give_the_same_runs(tiny_preprocessed, tmp_path, cli
     assert plugin_cell.data.tags[tracking.TAG_MODE] == "kfp-plugin"
     assert plugin_cell.info.status == "RUNNING"  # KFP ends its own runs
     assert client.get_run(pipe).data.tags["mdfnet.registered_version"] == "1"
+    assert client.get_run(pipe).data.tags["mlflow.note.content"].startswith("# Comparison (1 runs, 1 cells")
 
     a, b = _shape(client, own["result"]["run_id"]), _shape(client, task_runs["train-iter-0"])
     assert a == b

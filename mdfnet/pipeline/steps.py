@@ -191,7 +191,8 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
 def compare(results: Sequence[Mapping[str, Any]], client: Any = None) -> dict[str, Any]:
     """Rank cells by mean validation AP over seeds (:func:`~mdfnet.pipeline.ranking.rank_cells`); returns
     ``best`` (the best seed of the best cell), ``ranking`` (cell rows), ``markdown`` and ``html``. The table is
-    also logged to the pipeline run (``comparison.md``) with tag ``mdfnet.best_cell``."""
+    also logged to the pipeline run (``comparison.md``, and as its description, which the MLflow UI shows on the
+    run's page) with tag ``mdfnet.best_cell``."""
     if not results:
         raise StepError("compare needs at least one evaluated run, got none")
     rows, best = rank_cells(results)
@@ -207,8 +208,8 @@ def compare(results: Sequence[Mapping[str, Any]], client: Any = None) -> dict[st
                       f"best: <b>{rows[0].cell}</b> ({best['run_name']})")
     if best.get("parent_run_id"):
         client = client or tracking.configure()
-        tracking.MlflowLogger(best["parent_run_id"], client).set_tags(
-            {"mdfnet.best_cell": rows[0].cell, "mdfnet.best_run": best["run_name"]})
+        tracking.MlflowLogger(best["parent_run_id"], client).set_tags(  # the note is the run's description
+            {"mdfnet.best_cell": rows[0].cell, "mdfnet.best_run": best["run_name"], "mlflow.note.content": md})
         client.log_text(best["parent_run_id"], md, "comparison.md")
     return {"best": best, "ranking": [r.to_dict() for r in rows], "markdown": md, "html": page}
 

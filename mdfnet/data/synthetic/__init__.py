@@ -80,7 +80,7 @@ ones; one threshold on temperature alone tells the two apart with 0.966 accuracy
 majority class 0.52), and a logistic regression on the 9 numeric features with 0.998 on held-out readings.
 Correlations of lesion presence with the features (same run): consolidation–temperature 0.80,
 edema–resprate 0.76, edema–o2sat −0.79, ECS–age 0.30, ECS–sbp 0.37, atelectasis–pain 0.45.
-``tests/test_synthetic.py`` checks these directions and the separability.
+``tests/test_synthetic_signal.py`` checks these directions and the separability.
 
 Messiness and special cases
 ===========================

@@ -190,8 +190,10 @@ def step_images(engine, timings) -> dict[str, str]:
                           CACHE / "build.log", "images/build.sh", timeout=2400, env=dict(os.environ))
     timings["build_s"] = round(build_s, 1)
     images = components.all_images(REGISTRY)
-    for tag in images.values():
-        _docker("image", "inspect", tag)
+    sizes = {}
+    for name, tag in images.items():
+        sizes[name] = round(int(_docker("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip()) / 1e9, 2)
+    timings["image_sizes_gb"] = sizes
     return images
 
 

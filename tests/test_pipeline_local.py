@@ -27,6 +27,31 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _pipeline_and_cell_runs(client, experiment_id: str) -> tuple[list, list]:
+    runs = client.search_runs([experiment_id])
+    return ([r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "pipeline"],
+            [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "cell"])
+
+
+def _assert_cell_runs_comparable_and_complete(client, cells: list, experiment_id: str) -> None:
+    """Same param names in every run (the UI compares them column by column), finite metrics, FINISHED, config and
+    evaluation artefacts, and one MLflow logged model per cell run in the same experiment."""
+    param_keys = {frozenset(r.data.params) for r in cells}
+    assert len(param_keys) == 1
+    assert {"variant", "fusion", "backbone", "feature_set", "seed", "cell", "grid", "model.variant",
+            "train.epochs"} <= set(next(iter(param_keys)))
+    assert {r.data.params["variant"] for r in cells} == {"baseline", "mdf"}
+    assert {r.data.params["seed"] for r in cells} == {"0", "1"}
+    for r in cells:
+        m = r.data.metrics
+        assert {"train/loss_total", "val/ap", "final/val/ap", "final/test/ap", "final/test/ar"} <= set(m)
+        assert all(math.isfinite(v) for v in m.values()), r.info.run_name
+        assert r.info.status == "FINISHED"
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"config", "evaluation"}
+    logged = client.search_logged_models(experiment_ids=[experiment_id])
+    assert sorted(m.source_run_id for m in logged) == sorted(r.info.run_id for r in cells)
+
+
 def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capsys):
     from mdfnet.data.synthetic import generate
     from mdfnet.pipeline.grids import grid_cells, load_grids
@@ -43,29 +68,13 @@ def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capsys):
                       registered_model="e2e-model", max_steps=3)
 
     client = tracking.configure()
-    runs = client.search_runs([first.experiment_id])
-    parents = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "pipeline"]
-    cells = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "cell"]
+    parents, cells = _pipeline_and_cell_runs(client, first.experiment_id)
     assert len(parents) == 1 and parents[0].info.run_id == first.pipeline_run_id
     assert len(cells) == n_cells * len(seeds) == 4
     assert {r.data.tags[tracking.TAG_PARENT] for r in cells} == {first.pipeline_run_id}
     assert sorted(r.info.run_name for r in cells) == sorted(
         f"{c['name']}-s{s}" for c in grid_cells(grids, "tiny") for s in seeds)
-    param_keys = {frozenset(r.data.params) for r in cells}
-    assert len(param_keys) == 1  # same param names in every run: the UI compares them column by column
-    assert {"variant", "fusion", "backbone", "feature_set", "seed", "cell", "grid", "model.variant",
-            "train.epochs"} <= set(next(iter(param_keys)))
-    assert {r.data.params["variant"] for r in cells} == {"baseline", "mdf"}
-    assert {r.data.params["seed"] for r in cells} == {"0", "1"}
-    for r in cells:
-        m = r.data.metrics
-        assert {"train/loss_total", "val/ap", "final/val/ap", "final/test/ap", "final/test/ar"} <= set(m)
-        assert all(math.isfinite(v) for v in m.values()), r.info.run_name
-        assert r.info.status == "FINISHED"
-        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"config", "evaluation"}
-    # the model of every cell run is an MLflow (pytorch flavour) logged model of the same experiment
-    logged = client.search_logged_models(experiment_ids=[first.experiment_id])
-    assert sorted(m.source_run_id for m in logged) == sorted(r.info.run_id for r in cells)
+    _assert_cell_runs_comparable_and_complete(client, cells, first.experiment_id)
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["mdfnet.dataset_fingerprint"] and parent.data.tags["image.train"].endswith("mdfnet-train:"

@@ -111,20 +111,15 @@ def box_probe(model, datasets: dict[str, Any]) -> dict[str, float]:
 
 
 def score_split(model, cfg, data_dir: Path, split: str) -> dict[str, float]:
-    """IoBB AP/AR@0.5, the look-alike pair's metrics and the box-head probe of ``model`` on ``split``."""
+    """IoBB AP/AR@0.5 and the look-alike pair's metrics (the evaluate step's recipe,
+    :func:`mdfnet.training.inference.score_split`) and the box-head probe of ``model`` on ``split``."""
     from mdfnet.data import MDFDataset
-    from mdfnet.evaluation import dataset_to_coco, evaluate, outputs_to_coco, pair_confusion
-    from mdfnet.training import predict
+    from mdfnet.training.inference import score_split as evaluate_split_recipe
 
-    ds = MDFDataset(data_dir, split, features=cfg.data.features, with_masks=False,
-                    shuffle_clinical=cfg.data.shuffle_clinical)
-    probe = box_probe(model, {"own": ds, "shuffled": MDFDataset(data_dir, split, features=cfg.data.features,
-                                                                 with_masks=False, shuffle_clinical=True)})
-    gt = dataset_to_coco(ds)
-    dets = outputs_to_coco(predict(model, ds, batch_size=8), [i + 1 for i in range(len(ds))])
-    res = evaluate(gt, dets, overlap="iobb", thresholds=(0.5,), max_dets=cfg.model.box_detections_per_img,
-                   score_threshold=cfg.model.box_score_thresh)
-    pair = pair_confusion(gt, dets, score_threshold=cfg.model.box_score_thresh)
+    scored = evaluate_split_recipe(model, cfg, data_dir, split, batch_size=8)
+    probe = box_probe(model, {"own": scored.dataset, "shuffled": MDFDataset(
+        data_dir, split, features=cfg.data.features, with_masks=False, shuffle_clinical=True)})
+    res, pair = scored.result, scored.pair
     return {"ap": res.ap, "ar": res.ar, "lookalike_bacc": pair.balanced_accuracy,
             "lookalike_missed": pair.total_missed, "lookalike_correct": sum(pair.correct),
             "lookalike_swapped": sum(pair.swapped), "probe_own": probe["own"], "probe_shuffled": probe["shuffled"]}

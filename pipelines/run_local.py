@@ -30,7 +30,8 @@ from urllib.parse import urlparse
 import typer
 
 from components import DEFAULT_REGISTRY
-from mdfnet import registry, tracking
+from mdfnet import tracking
+from mdfnet.registry import champion_version
 
 log = logging.getLogger("mdfnet.run_local")
 TINY_PREPROCESS = ("image_size=64", "workers=1")
@@ -142,7 +143,7 @@ def read_outcome(uri: str, experiment: str, registered_model: str) -> LocalRun:
     table = client.download_artifacts(run.info.run_id, "comparison.md")
     return LocalRun(uri, experiment, exp.experiment_id, run.info.run_id, Path(table).read_text(),
                     run.data.tags.get("mdfnet.champion_decision", "n/a"),
-                    registry.champion_version(client, registered_model))
+                    champion_version(client, registered_model))
 
 
 def main(

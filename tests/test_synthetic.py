@@ -21,7 +21,6 @@ from mdfnet.data import synthetic as S
 from mdfnet.data.clean import PLAUSIBLE
 from mdfnet.data.join import REASONS, join, parse_study_datetime
 
-N_BIG = 600
 PLANTED = {  # generate() summary key → join exclusion reason
     "excl_no_cxr_metadata": "no CXR metadata",
     "excl_missing_image": "missing image file",

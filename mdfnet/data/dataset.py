@@ -136,7 +136,7 @@ def shuffled_clinical_rows(images: np.ndarray, split: str) -> np.ndarray:
     cyclic shift, so no image keeps its own values when there are at least 2), read from that image's first row.
     Rows of one image (several readings) all receive the same values.
     """
-    keys, codes = np.unique(images, return_inverse=True)
+    keys, first_row, codes = np.unique(images, return_index=True, return_inverse=True)  # first row of each image
     n = len(keys)
     if n < 2:
         log.warning("shuffle_clinical: split %r has %d image(s); nothing to shuffle", split, n)
@@ -145,9 +145,7 @@ def shuffled_clinical_rows(images: np.ndarray, split: str) -> np.ndarray:
     order = rng.permutation(n)
     donor = np.empty(n, dtype=np.int64)
     donor[order] = np.roll(order, -1)  # image order[k] takes the values of image order[k + 1]
-    first_row = np.full(n, -1, dtype=np.int64)
-    first_row[codes[::-1]] = np.arange(len(images) - 1, -1, -1)  # first occurrence wins (written last)
-    return first_row[donor[codes]]
+    return first_row[donor[codes]].astype(np.int64)
 
 
 def boxes_to_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:

@@ -134,15 +134,20 @@ class MDFNet(nn.Module):
         if targets is not None:
             check_targets(targets, len(images))
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        image_list, targets = self.transform(images, targets)
-        clinical_vector = self.clinical_encoder(clinical, len(images))  # [B, D]
-        feature_map = self.features(image_list.tensors, clinical_vector)  # [B, C, h, w]
+        image_list, targets, clinical_vector, feature_map = self._feature_stage(images, clinical, targets)
         proposals, rpn_losses = self.rpn(image_list, {FEATURE_KEY: feature_map}, targets)
         roi_inputs = {FEATURE_KEY: feature_map, CLINICAL_KEY: clinical_vector}
         detections, roi_losses = self.roi_heads(roi_inputs, proposals, image_list.image_sizes, targets)
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def _feature_stage(self, images: list[torch.Tensor], clinical: Mapping[str, torch.Tensor] | None,
+                       targets: list[dict[str, torch.Tensor]] | None):
+        """Steps 1-3 of the module docstring: ``(image_list, targets, C [B, D], feature map [B, C, h, w])``."""
+        image_list, targets = self.transform(images, targets)
+        clinical_vector = self.clinical_encoder(clinical, len(images))  # [B, D]
+        return image_list, targets, clinical_vector, self.features(image_list.tensors, clinical_vector)
 
     def classify_boxes(self, images: list[torch.Tensor], clinical: Mapping[str, torch.Tensor] | None,
                        boxes: list[torch.Tensor]) -> torch.Tensor:
@@ -154,9 +159,7 @@ class MDFNet(nn.Module):
         """
         if len(boxes) != len(images):
             raise ValueError(f"{len(boxes)} box tensors for {len(images)} images")
-        image_list, _ = self.transform(images, None)
-        clinical_vector = self.clinical_encoder(clinical, len(images))  # [B, D]
-        feature_map = self.features(image_list.tensors, clinical_vector)  # [B, C, h, w]
+        image_list, _, clinical_vector, feature_map = self._feature_stage(images, clinical, None)
         heads = self.roi_heads
         pooled = heads.box_roi_pool({FEATURE_KEY: feature_map, CLINICAL_KEY: clinical_vector}, list(boxes),
                                     image_list.image_sizes)

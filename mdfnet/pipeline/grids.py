@@ -106,10 +106,11 @@ def plan_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, overrides: Sequ
     seen: list[dict[str, Any]] = []
     for cell in grid_cells(grids, grid):
         cfg = config_from_sources(None, [*cell["base"], *map(str, overrides), *cell["set"]])
-        if to_dict(cfg) in seen:  # e.g. `full`: fusion-sum is variant-mdf; baselines of every fusion are one
+        resolved = to_dict(cfg)
+        if resolved in seen:  # e.g. `full`: fusion-sum is variant-mdf; baselines of every fusion are one
             log.info("grid %s: cell %s repeats an earlier cell's config; skipped", grid, cell["name"])
             continue
-        seen.append(to_dict(cfg))
+        seen.append(resolved)
         labels = {"variant": cfg.model.variant, "fusion": cfg.model.fusion, "backbone": cfg.model.backbone,
                   "feature_set": str(cell.get("feature_set")
                                      or feature_set_name(cfg.data.features, cfg.data.shuffle_clinical))}

@@ -153,7 +153,7 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
 
     Returns the summary that :func:`compare` ranks: the item's fields, ``run_id``, ``model_uri`` and ``metrics``.
     """
-    from mdfnet.evaluation import save_plots, sweep
+    from mdfnet.evaluation import save_plots
     from mdfnet.training import load_model
     from mdfnet.training.inference import score_split
 
@@ -174,8 +174,7 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             summary[split] = {**scored.result.to_dict(), "lookalike": scored.pair.to_dict()}
             (out_dir / f"gt_{split}.json").write_text(json.dumps(scored.gt))
             (out_dir / f"predictions_{split}.json").write_text(json.dumps(scored.dets))
-        kw = dict(overlap="iobb", max_dets=cfg.model.box_detections_per_img, score_threshold=cfg.model.box_score_thresh)
-        plots = save_plots(scored.result, out_dir / "plots", sweep(scored.gt, scored.dets, **kw))  # test split
+        plots = save_plots(scored.result, out_dir / "plots", scored.sweep())  # the test split
         (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, **summary}, indent=2))
         logger = tracking.MlflowLogger(info["run_id"], client)
         logger.log_metrics(metrics, step=int(info.get("steps") or 0))

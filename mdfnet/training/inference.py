@@ -67,6 +67,13 @@ class SplitScore:
         """``<prefix>/ap``, per-class AP/AR and the pair's ``lookalike_bacc`` / ``lookalike_missed``."""
         return {**self.result.metrics(prefix), **self.pair.metrics(prefix)}
 
+    def sweep(self):
+        """AP/AR over IoBB thresholds with the same overlap, detection limit and score threshold as ``result``."""
+        from mdfnet.evaluation import sweep
+
+        r = self.result
+        return sweep(self.gt, self.dets, overlap=r.overlap, max_dets=r.max_dets, score_threshold=r.score_threshold)
+
 
 def score_split(model: nn.Module, cfg: TrainConfig, data_dir: str | Path, split: str,
                 batch_size: int = 4) -> SplitScore:

@@ -169,6 +169,11 @@ def validate(parts: TrainParts, cfg: TrainConfig, val_ds: MDFDataset, state: Tra
     return True
 
 
+def _reached(state: TrainState, max_steps: int | None) -> bool:
+    """The run has done its ``max_steps`` optimiser steps (None: no limit)."""
+    return max_steps is not None and state.step >= max_steps
+
+
 def run_epoch(parts: TrainParts, loader: DataLoader, cfg: TrainConfig, val_ds: MDFDataset, state: TrainState,
               max_steps: int | None) -> tuple[dict[str, float], bool]:
     """Train (the rest of) epoch ``state.epoch`` or up to ``max_steps``, validate when due; returns the epoch's
@@ -185,13 +190,12 @@ def run_epoch(parts: TrainParts, loader: DataLoader, cfg: TrainConfig, val_ds: M
         losses, total = train_step(parts, batch, t.grad_clip_norm, state.step + 1)
         state.record_step(losses, total)
         bar.set_postfix(loss=f"{total:.3f}")
-        if max_steps is not None and state.step >= max_steps:
+        if _reached(state, max_steps):
             break
     bar.close()
     state.epoch_time += time.perf_counter() - t0
     epoch_done = state.batch_in_epoch >= batches_per_epoch
-    stopped = max_steps is not None and state.step >= max_steps
-    due = stopped or (epoch_done and (state.epoch + 1 == t.epochs or (state.epoch + 1) % t.eval_every == 0))
+    due = _reached(state, max_steps) or (epoch_done and (state.epoch + 1 == t.epochs or (state.epoch + 1) % t.eval_every == 0))
     metrics = {"epoch": float(state.epoch + (1 if epoch_done else state.batch_in_epoch / batches_per_epoch)),
                "lr": float(lr), "time/epoch_s": state.epoch_time}
     metrics.update({f"train/{k}": v / max(state.epoch_steps, 1) for k, v in state.epoch_sums.items()})
@@ -264,7 +268,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
     save_config(cfg, out_dir / "config.yaml")
     logger.log_params(flatten_params(to_dict(cfg)))
     meta, loader = _meta(train_ds, cfg), _loader(train_ds, cfg, parts.device)
-    while state.epoch < cfg.train.epochs and not (max_steps is not None and state.step >= max_steps):
+    while state.epoch < cfg.train.epochs and not _reached(state, max_steps):
         metrics, improved = run_epoch(parts, loader, cfg, val_ds, state, max_steps)
         save_checkpoint(last_path, parts, state, cfg, meta)
         if improved:

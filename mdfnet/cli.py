@@ -208,5 +208,51 @@ def export_coco_cmd(
     typer.echo(f"wrote {out}: {len(gt['images'])} images, {len(gt['annotations'])} boxes, split {split}")
 
 
+# ---------------------------------------------------------------- predict (serving area)
+@app.command("predict")
+def predict_cmd(
+    model: Annotated[str, typer.Option("--model", help="models:/NAME@champion (or /VERSION), runs:/..., a run "
+                                       "folder or a .pt checkpoint.")],
+    image: Annotated[Path, typer.Option("--image", help="Chest X-ray: JPEG, PNG or DICOM (.dcm).")],
+    clinical: Annotated[Path, typer.Option("--clinical", help="JSON object with age, gender, temperature, heartrate, "
+                                           "resprate, o2sat, sbp, dbp, pain, acuity (null if unknown).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Also draw the labelled boxes into this PNG.")] = None,
+    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Drop detections scoring below.")] = 0.0,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                     help="MLflow store for models:/ URIs.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Preprocessed folder, only for checkpoints written "
+                                              "before they stored the preprocessing state.")] = None,
+) -> None:
+    """Detect the 5 lesions on one X-ray with its triage values; print the detections as JSON (original pixels)."""
+    import json
+    import os
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    from mdfnet.serving.inputs import RequestError, encode_image, request_frame
+    from mdfnet.serving.predictor import ModelSourceError, open_model
+    from mdfnet.training.errors import TrainError
+
+    try:
+        values = json.loads(clinical.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        _fail(f"cannot read clinical values from {clinical}: {e}")
+    if not isinstance(values, dict):
+        _fail(f"{clinical}: expected a JSON object of clinical fields, got {type(values).__name__}")
+    try:
+        data_bytes = image.read_bytes()
+        frame = request_frame([{"study": image.stem, "image": encode_image(data_bytes), **values}])
+        detections = open_model(model, data)(frame, score_threshold)
+    except OSError as e:
+        _fail(f"cannot read image {image}: {e}")
+    except (RequestError, ModelSourceError, TrainError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(detections.to_dict("records"), indent=2))
+    if out is not None:
+        from mdfnet.serving.draw import draw_detections
+
+        typer.echo(f"wrote {draw_detections(data_bytes, detections, out)}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

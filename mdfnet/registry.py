@@ -1,15 +1,14 @@
-"""The model registry: a trained model logged into its cell run, registered as a version, and the ``champion``
-alias moved only for a better validation AP."""
+"""The model registry: a model logged into its cell run (:func:`mdfnet.serving.pyfunc.log_served_model`) is
+registered as a version, and the ``champion`` alias moved only for a better validation AP."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from mdfnet.tracking import SELECTION_METRIC, _get_run
+from mdfnet.tracking import SELECTION_METRIC
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -17,29 +16,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
-
-
-def log_torch_model(client: MlflowClient, run_id: str, model: Any, name: str = "model",
-                    pip_requirements: Iterable[str] | None = None) -> str:
-    """Log ``model`` (an ``nn.Module``) as an MLflow pytorch model into run ``run_id``; return its model URI
-    (``models:/<model id>``, registrable with :func:`register_champion`).
-
-    Serialised with pickle (MLflow 3's default ``pt2`` needs a traceable example input; detection models with
-    list/dict inputs are not). Requirements are given explicitly (no inference subprocess, nothing downloaded).
-    """
-    import mlflow
-    import mlflow.pytorch
-
-    from mdfnet import __version__
-
-    mlflow.set_tracking_uri(client.tracking_uri)
-    reqs = list(pip_requirements) if pip_requirements is not None else [f"mdfnet=={__version__}"]
-    run = _get_run(client, run_id)
-    # the logged model must live in the run's experiment (MLflow would otherwise use the active/default one)
-    logged = client.create_logged_model(experiment_id=run.info.experiment_id, name=name, source_run_id=run_id)
-    info = mlflow.pytorch.log_model(model, name=name, run_id=run_id, model_id=logged.model_id,
-                                    pip_requirements=reqs, serialization_format="pickle")
-    return info.model_uri
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ metric ``final/<split>/ap/<class>``,        the same per class (``<class>`` = lo
 metric ``final/<split>/lookalike_bacc``,    the look-alike pair (Consolidation vs Pulmonary edema): balanced
 ``final/<split>/lookalike_missed``          accuracy and misses, when both classes have ground truth
 artefacts ``config/``, ``evaluation/``,     resolved config; metrics.json, COCO gt/predictions per split,
-``model``                                   plots/; the model (MLflow pytorch flavour)
+``model``                                   plots/; the model (MLflow pyfunc, mdfnet.serving)
 pipeline run: params ``grid``, ``seeds``,   tags ``kfp.run_id``, ``kfp.run_name``, ``mdfnet.git_sha``,
 ``overrides``, ``cells``, ``runs``          ``mdfnet.version``, ``image.<step>``, ``mdfnet.dataset_fingerprint``,
                                             ``mdfnet.best_cell``, ``mdfnet.champion_decision``; artefacts

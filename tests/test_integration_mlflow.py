@@ -4,7 +4,7 @@ A moto S3 server (``moto_server``, from the ``moto[server]`` dev dependency) and
 backend, ``--artifacts-destination s3://<bucket>``, artefacts proxied by the server) are started as separate
 processes (``tests/servers.py``), each in its own process group, and stopped by pid when the module ends. A tiny
 training run (``mdfnet.train.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
-:class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.regising.log_torch_model`. The
+:class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.serving.pyfunc.log_served_model`. The
 tests then read the metrics back from the server (``MlflowClient``) and list the bucket with boto3 to check the
 artefacts physically landed there, and exercise :func:`mdfnet.registry.register_champion` on the server's
 registry.
@@ -73,8 +73,10 @@ def tracked_run(services, client, tiny_preprocessed, tmp_path_factory):
     """Tiny training run (2 steps) logged into a cell run nested under a pipeline run on the server."""
     import torch
 
-    from mdfnet import registry, tracking
-    from mdfnet.training import config_from_sources, load_model, train
+    from mdfnet import tracking
+    from mdfnet.serving.predictor import Predictor
+    from mdfnet.serving.pyfunc import log_served_model
+    from mdfnet.training import config_from_sources, train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -90,9 +92,10 @@ def tracked_run(services, client, tiny_preprocessed, tmp_path_factory):
         logger.log_artifact(out / "config.yaml")
         logger.log_metrics({tracking.SELECTION_METRIC: float(result.best_val_ap)}, step=result.steps)
         logger.close()
-        model, _ = load_model(result.best_checkpoint)
+        predictor = Predictor.from_checkpoint(result.best_checkpoint)
+        model = predictor.model
         t1 = time.perf_counter()
-        model_uri = registry.log_torch_model(client, run_id, model)
+        model_uri = log_served_model(client, run_id, predictor)
         log_model_s = time.perf_counter() - t1
         tracking.finish_run(client, run_id)
         tracking.finish_run(client, pipe.run_id)
@@ -138,8 +141,9 @@ def test_metrics_and_params_reach_the_server(client, tracked_run):
 
 def test_artifacts_land_in_the_bucket(services, client, tracked_run):
     """The run's artefact URI is in the bucket, config.yaml and the MLflow model files are objects there, with
-    the same bytes as the local config; the model downloads back (through the server) with equal weights."""
-    import mlflow.pytorch
+    the same bytes as the local config; the model downloads back (through the server) with equal weights, and
+    no pickled object is among its files (models-from-code + a state_dict)."""
+    import mlflow.pyfunc
     import torch
 
     run = client.get_run(tracked_run["run_id"])
@@ -158,7 +162,10 @@ def test_artifacts_land_in_the_bucket(services, client, tracked_run):
     n_bytes = sum(p.numel() * p.element_size() for p in tracked_run["model"].state_dict().values())
     assert weights and max(objects[k] for k in weights) >= n_bytes * 0.9, (sorted(names), n_bytes)
 
-    loaded = mlflow.pytorch.load_model(tracked_run["model_uri"], map_location="cpu")
+    assert not [n for n in names if n.endswith((".pkl", ".pickle", ".cloudpickle"))], sorted(names)
+    assert "mlflow_model.py" in {n.rsplit("/", 1)[-1] for n in names}, sorted(names)
+
+    loaded = mlflow.pyfunc.load_model(tracked_run["model_uri"]).unwrap_python_model().predictor.model
     ref = tracked_run["model"].state_dict()
     got = loaded.state_dict()
     assert got.keys() == ref.keys()
@@ -167,7 +174,7 @@ def test_artifacts_land_in_the_bucket(services, client, tracked_run):
 
 def test_champion_registration_on_server(client, tracked_run):
     """First version takes the alias; a worse candidate leaves it (and says why); a better one moves it."""
-    import torch
+    from stand_in_model import log_stand_in_model
 
     from mdfnet import registry, tracking
 
@@ -180,7 +187,7 @@ def test_champion_registration_on_server(client, tracked_run):
     for label, ap in (("worse", res.best_val_ap - 0.25), ("better", res.best_val_ap + 0.25)):
         rid = client.create_run(exp_id, run_name=f"cand-{label}").info.run_id
         client.log_metric(rid, tracking.SELECTION_METRIC, ap)
-        cands[label] = (rid, registry.log_torch_model(client, rid, torch.nn.Linear(2, 1)), float(ap))
+        cands[label] = (rid, log_stand_in_model(client, rid), float(ap))
 
     first = registry.register_champion(client, name, cands["first"][1], cands["first"][0], cands["first"][2])
     assert (first.version, first.promoted, first.champion_version) == ("1", True, None)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from stand_in_model import log_stand_in_model
 
-from mdfnet import registry, tracking
+from mdfnet import tracking
 from mdfnet.data import schema
 from mdfnet.pipeline import grids as grids_mod
 from mdfnet.pipeline import sources, steps
@@ -288,12 +289,11 @@ def test_compare_ranks_cells_by_mean_val_ap_over_seeds():
 def test_register_moves_champion_only_for_a_better_model(client):
     exp = tracking.get_or_create_experiment(client, "exp-champion")
     assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
-    model = torch.nn.Linear(2, 1)
 
     def candidate(ap: float) -> dict:
         run_id = client.create_run(exp).info.run_id
         client.log_metric(run_id, tracking.SELECTION_METRIC, ap)
-        uri = registry.log_torch_model(client, run_id, model)
+        uri = log_stand_in_model(client, run_id)
         return {"run_id": run_id, "model_uri": uri, "metrics": {tracking.SELECTION_METRIC: ap}}
 
     name = "champion-test"

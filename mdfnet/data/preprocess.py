@@ -28,6 +28,7 @@ from tqdm import tqdm
 from mdfnet.config import ConfigError, save_config
 from mdfnet.data import schema
 from mdfnet.data.clean import clean_clinical
+from mdfnet.data.images import ImageReadError, read_gray
 from mdfnet.data.join import image_root
 
 log = logging.getLogger(__name__)
@@ -171,15 +172,10 @@ def reflacx_split(df: pd.DataFrame) -> tuple[pd.Series, int]:
 
 # ----------------------------------------------------------------------------- images
 def _load_resized(path: Path, size: int) -> np.ndarray:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            im.draft("L", (size, size))  # JPEG DCT-domain downscale: much faster for large CXRs
-            im = im.convert("L").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except OSError as e:
-        raise PreprocessError(f"cannot decode image {path}: {e}") from e
+        return read_gray(path, size)[0]
+    except ImageReadError as e:
+        raise PreprocessError(str(e)) from e
 
 
 def cache_images(paths: list[Path], out_path: Path, size: int, workers: int = 2) -> None:

@@ -118,10 +118,12 @@ def expand_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: Sequen
 # ------------------------------------------------------------------------------------------ train / evaluate
 def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
                client: Any = None) -> dict[str, Any]:
-    """Train one grid item into ``out_dir``; log params, per-epoch metrics, config and the model (MLflow
-    pytorch flavour) into the item's cell run. Writes ``out_dir/run.json``; returns its content."""
+    """Train one grid item into ``out_dir``; log params, per-epoch metrics, config and the served model (MLflow
+    pyfunc, :func:`mdfnet.serving.pyfunc.log_served_model`) into the item's cell run. Writes ``out_dir/run.json``; returns its content."""
     from mdfnet.config import save_config
-    from mdfnet.training import load_model, train
+    from mdfnet.serving.predictor import Predictor
+    from mdfnet.serving.pyfunc import log_served_model
+    from mdfnet.training import train
 
     it = GridItem.from_dict(item)
     cfg = it.train_config()
@@ -136,8 +138,7 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
         save_config(cfg, out_dir / "config.yaml")
         logger.log_artifact(out_dir / "config.yaml", "config")
         best = res.best_checkpoint or res.last_checkpoint
-        model, _ = load_model(best)
-        model_uri = registry.log_torch_model(client, run_id, model)
+        model_uri = log_served_model(client, run_id, Predictor.from_checkpoint(best, data_dir))
     info = {**it.to_dict(), "run_id": run_id, "model_uri": model_uri, "checkpoint": best.name,
             "best_val_ap": res.best_val_ap, "best_epoch": res.best_epoch, "steps": res.steps,
             "mode": tracking.tracking_mode()}

@@ -31,7 +31,8 @@ key                content
                    so a resumed epoch logs whole-epoch means
 ``history``        list of per-epoch metric dicts
 ``config``         the resolved TrainConfig as a plain dict
-``meta``           image_size, features, numeric/categorical feature names, classes, versions
+``meta``           image_size, features, numeric/categorical feature names, classes, versions, ``transform``
+                   (the train split's ``ClinicalTransform`` as a dict: what serving applies to raw values)
 =================  ===========================================================================
 """
 

@@ -239,7 +239,8 @@ def _datasets(cfg: TrainConfig, data_dir: str | Path) -> tuple[MDFDataset, MDFDa
 def _meta(ds: MDFDataset, cfg: TrainConfig) -> dict[str, Any]:
     return {"image_size": ds.image_size, "features": list(ds.features), "numeric_features": list(ds.numeric_features),
             "categorical_features": list(ds.categorical_features), "classes": list(ds.classes),
-            "torch_version": str(torch.__version__), "loss_names": list(loss_names(cfg.model.use_mask))}
+            "torch_version": str(torch.__version__), "loss_names": list(loss_names(cfg.model.use_mask)),
+            "transform": ds.transform.to_dict()}  # train-split imputation/scaling: a checkpoint can serve alone
 
 
 def _loader(ds: MDFDataset, cfg: TrainConfig, device: torch.device) -> DataLoader:

@@ -1,0 +1,194 @@
+"""``Predictor``: a trained model plus everything its inputs need (image size, feature list, the train split's
+imputation and scaling), from a checkpoint or from a serving bundle; one ``predict`` for the CLI and the served
+model, so both give the same answer.
+
+Serving bundle (a folder; what the MLflow pyfunc model carries as its ``bundle`` artefact)::
+
+    weights.pt     model.state_dict() only (read with torch.load(weights_only=True): no pickle)
+    serving.json   {"format": "mdfnet-serving-v1", "config": TrainConfig dict, "meta": checkpoint meta}
+
+``meta`` holds ``image_size``, ``numeric_features``, ``categorical_features``, ``classes`` and ``transform``
+(:class:`mdfnet.data.preprocess.ClinicalTransform` as a dict).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mdfnet.config import from_dict, to_dict
+from mdfnet.data import schema
+from mdfnet.data.dataset import select_features
+from mdfnet.data.images import ImageReadError, read_gray
+from mdfnet.data.preprocess import ClinicalTransform, load_transform
+from mdfnet.serving.inputs import RequestError, clean_request, decode_base64_image, study_ids
+from mdfnet.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "mdfnet-serving-v1"
+OUTPUT_COLUMNS: tuple[str, ...] = ("study", "label", "score", "xmin", "ymin", "xmax", "ymax")
+"""One row per detection; boxes in the original image's pixels."""
+
+
+class ModelSourceError(ValueError):
+    """A checkpoint, run folder or bundle cannot be loaded; the message names it."""
+
+
+@dataclass
+class Predictor:
+    """``model`` (eval mode, CPU unless moved), its resolved ``cfg`` and checkpoint ``meta``."""
+
+    model: nn.Module
+    cfg: TrainConfig
+    meta: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def transform(self) -> ClinicalTransform:
+        return ClinicalTransform.from_dict(self.meta["transform"])
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def _build(cls, cfg: TrainConfig, meta: dict[str, Any], state: dict[str, Any]) -> Predictor:
+        from mdfnet.model import build_model
+
+        model = build_model(cfg.model, len(meta["numeric_features"]), len(meta["categorical_features"]),
+                            int(meta["image_size"]))
+        model.load_state_dict(state)
+        return cls(model.eval(), cfg, meta)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, data_dir: str | Path | None = None) -> Predictor:
+        """A training checkpoint (``.pt``) or a run folder (its ``checkpoints/best.pt``, else ``last.pt``).
+        Checkpoints written before the transform was stored in them need ``data_dir`` (the preprocessed folder)."""
+        from mdfnet.training.checkpoint import load_checkpoint
+
+        path = Path(path)
+        if path.is_dir():
+            found = [p for p in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt") if p.is_file()]
+            if not found:
+                raise ModelSourceError(f"{path} is a folder without checkpoints/best.pt or checkpoints/last.pt")
+            path = found[0]
+        ckpt = load_checkpoint(path)
+        meta = dict(ckpt["meta"])
+        if "transform" not in meta:
+            if data_dir is None:
+                raise ModelSourceError(f"{path} predates stored preprocessing state: pass the preprocessed folder "
+                                       "it was trained on (--data)")
+            meta["transform"] = load_transform(data_dir)[0].to_dict()
+        return cls._build(from_dict(TrainConfig, ckpt["config"]), meta, ckpt["model"])
+
+    @classmethod
+    def from_bundle(cls, bundle_dir: str | Path) -> Predictor:
+        bundle_dir = Path(bundle_dir)
+        spec_path = bundle_dir / "serving.json"
+        if not spec_path.is_file():
+            raise ModelSourceError(f"{spec_path} not found: {bundle_dir} is not an mdfnet serving bundle")
+        spec = json.loads(spec_path.read_text())
+        if spec.get("format") != BUNDLE_FORMAT:
+            raise ModelSourceError(f"{spec_path}: format {spec.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        state = torch.load(bundle_dir / "weights.pt", map_location="cpu", weights_only=True)
+        return cls._build(from_dict(TrainConfig, spec["config"]), spec["meta"], state)
+
+    def write_bundle(self, out_dir: str | Path) -> Path:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), out_dir / "weights.pt")
+        spec = {"format": BUNDLE_FORMAT, "config": to_dict(self.cfg), "meta": self.meta}
+        (out_dir / "serving.json").write_text(json.dumps(spec, indent=2))
+        return out_dir
+
+    # ------------------------------------------------------------------------------ inference
+    def clinical_tensors(self, cleaned: pd.DataFrame) -> dict[str, torch.Tensor]:
+        """Cleaned clinical values → ``{"numeric": float32 [B, k], "categorical": int64 [B, m]}`` for the
+        model's features (imputed and standardised with the train split's statistics)."""
+        numeric, categorical = self.transform.transform(cleaned)
+        num_names, cat_names = select_features(self.cfg.data.features)
+        num_idx = [schema.NUMERIC_FEATURES.index(f) for f in num_names]
+        cat_idx = [schema.CATEGORICAL_FEATURES.index(f) for f in cat_names]
+        return {"numeric": torch.from_numpy(np.ascontiguousarray(numeric[:, num_idx])),
+                "categorical": torch.from_numpy(np.ascontiguousarray(categorical[:, cat_idx]))}
+
+    def decode(self, frame: pd.DataFrame) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+        """The request's images → model inputs float32 ``[3, S, S]`` in [0, 1] and original ``(width, height)``."""
+        images, sizes = [], []
+        for i, value in enumerate(frame["image"]):
+            try:
+                gray, size = read_gray(decode_base64_image(i, value), self.image_size)
+            except ImageReadError as e:
+                raise RequestError(f"row {i}: {e}") from None
+            t = torch.from_numpy(gray.copy()).to(torch.float32).div_(255.0)
+            images.append(t.unsqueeze(0).expand(3, -1, -1).contiguous())
+            sizes.append(size)
+        return images, sizes
+
+    @torch.no_grad()
+    def predict(self, frame: pd.DataFrame, score_threshold: float = 0.0, batch_size: int = 4) -> pd.DataFrame:
+        """Score a request table (:mod:`mdfnet.serving.inputs`) → detections (:data:`OUTPUT_COLUMNS`), boxes in
+        the original pixels, per study in the model's order (descending score). Raises ``RequestError``."""
+        if "image" not in frame.columns:
+            raise RequestError("missing field 'image' (base64 of a JPEG, PNG or DICOM file)")
+        cleaned = clean_request(frame)
+        clinical = self.clinical_tensors(cleaned)
+        images, sizes = self.decode(frame)
+        studies = study_ids(frame)
+        device = next(self.model.parameters()).device
+        rows: list[tuple] = []
+        for start in range(0, len(images), batch_size):
+            end = start + batch_size
+            outputs = self.model([im.to(device) for im in images[start:end]],
+                                 {k: v[start:end].to(device) for k, v in clinical.items()})
+            for j, out in enumerate(outputs, start):
+                rows += self._rows(studies[j], out, sizes[j], score_threshold)
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS)).astype(
+            {"study": "object", "label": "object", **{c: "float64" for c in OUTPUT_COLUMNS[2:]}})
+
+    def _rows(self, study: str, out: dict[str, torch.Tensor], size: tuple[int, int], threshold: float) -> list[tuple]:
+        scale = torch.tensor([size[0], size[1], size[0], size[1]], dtype=torch.float64) / self.image_size
+        boxes = out["boxes"].detach().cpu().to(torch.float64) * scale
+        classes = self.meta["classes"]
+        return [(study, classes[int(lab) - 1], float(s), *map(float, b))
+                for b, lab, s in zip(boxes, out["labels"].cpu(), out["scores"].cpu().to(torch.float64), strict=True)
+                if float(s) >= threshold]
+
+
+def open_model(source: str, data_dir: str | Path | None = None) -> Callable[[pd.DataFrame, float], pd.DataFrame]:
+    """``source`` → ``score(request_frame, score_threshold) -> detections``.
+
+    ``models:/NAME@alias``, ``models:/NAME/VERSION``, ``runs:/…`` or any URI: the MLflow pyfunc model (exactly
+    what ``mlflow models serve`` runs); a ``.pt`` checkpoint or a run folder: :meth:`Predictor.from_checkpoint`.
+    """
+    if "://" in source or source.startswith(("models:/", "runs:/")):
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = mlflow.pyfunc.load_model(source)
+        except (MlflowException, OSError) as e:
+            raise ModelSourceError(f"cannot load model {source!r}: {e}") from e
+
+        def score_pyfunc(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
+            try:
+                return model.predict(frame, params={"score_threshold": float(threshold)})
+            except MlflowException as e:
+                raise RequestError(e.message.removeprefix("bad request: ")) from None
+
+        return score_pyfunc
+    path = Path(source)
+    if not path.exists():
+        raise ModelSourceError(f"model {source!r}: no such checkpoint or run folder, and not a models:/ or runs:/ URI")
+    predictor = Predictor.from_checkpoint(path, data_dir)
+    return lambda frame, threshold: predictor.predict(frame, score_threshold=threshold)

@@ -1,0 +1,96 @@
+"""The MLflow pyfunc model: a :class:`~mdfnet.serving.predictor.Predictor` behind MLflow's typed signature.
+
+:func:`log_served_model` writes the serving bundle (state_dict + config + preprocessing state), logs it with the
+model code (``mdfnet/serving/mlflow_model.py``, MLflow's models-from-code: nothing of the model is pickled), the
+signature, a params schema (``score_threshold``) and an input example built from the train medians and a blank
+image (no patient data in the artefact). ``mlflow models serve -m models:/NAME@champion --env-manager local``
+then answers ``POST /invocations`` with one row per detection; a bad request gets HTTP 400 naming the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from mdfnet.serving.inputs import FIELDS, TEXT_FIELDS, RequestError, example_request
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+
+    from mdfnet.serving.predictor import Predictor
+
+log = logging.getLogger(__name__)
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+def signature():
+    """Inputs: ``image`` (base64 text), the ten clinical fields (numbers, except ``pain``/``gender`` as text;
+    all required columns, null allowed), optional ``study``. Outputs: one row per detection."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = [ColSpec("string", "image"), ColSpec("string", "study", required=False)]
+    inputs += [ColSpec("string" if f in TEXT_FIELDS else "double", f) for f in FIELDS]
+    outputs = [ColSpec("string", "study"), ColSpec("string", "label"), ColSpec("double", "score"),
+               *(ColSpec("double", c) for c in ("xmin", "ymin", "xmax", "ymax"))]
+    params = ParamSchema([ParamSpec("score_threshold", "double", 0.0)])
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)
+
+
+class MDFNetModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: loads the bundle artefact; ``predict`` maps request errors to HTTP 400."""
+
+    def load_context(self, context) -> None:
+        from mdfnet.serving.predictor import Predictor
+
+        self.predictor = Predictor.from_bundle(context.artifacts["bundle"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        threshold = float((params or {}).get("score_threshold") or 0.0)
+        try:
+            return self.predictor.predict(model_input, score_threshold=threshold)
+        except RequestError as e:
+            raise MlflowException(f"bad request: {e}", error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def _blank_png(size: int) -> bytes:
+    """A smooth grey gradient PNG (``size`` px): the input example's image."""
+    from PIL import Image
+
+    ramp = np.linspace(40, 200, size, dtype=np.float64)
+    buf = io.BytesIO()
+    Image.fromarray((np.add.outer(ramp, ramp[::-1]) / 2).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def log_served_model(client: MlflowClient, run_id: str, predictor: Predictor, name: str = "model",
+                     pip_requirements: list[str] | None = None) -> str:
+    """Log ``predictor`` as a pyfunc model into run ``run_id``; return its model URI (``models:/<model id>``)."""
+    from mdfnet import __version__
+    from mdfnet.tracking import _get_run
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    run = _get_run(client, run_id)
+    # the logged model must live in the run's experiment (MLflow would otherwise use the active/default one)
+    logged = client.create_logged_model(experiment_id=run.info.experiment_id, name=name, source_run_id=run_id)
+    example = example_request(predictor.transform.median, _blank_png(predictor.image_size))
+    with tempfile.TemporaryDirectory(prefix="mdfnet-bundle-") as tmp:
+        bundle = predictor.write_bundle(Path(tmp) / "bundle")
+        # Model.log is what mlflow.pyfunc.log_model calls; it also takes run_id (pyfunc.log_model only logs into
+        # the active run, and starting one here would end the cell run on exit)
+        info = Model.log(
+            artifact_path=None, name=name, flavor=mlflow.pyfunc, python_model=str(MODEL_CODE), artifacts={"bundle": str(bundle)},
+            signature=signature(),
+            input_example=example, run_id=run_id, model_id=logged.model_id,
+            pip_requirements=pip_requirements or [f"mdfnet=={__version__}"])
+    return info.model_uri

@@ -1,0 +1,208 @@
+"""The champion in use: a tiny model logged by the train step's code (pyfunc, models-from-code), registered as
+``champion``, served by a real ``mlflow models serve`` process on loopback; ``mdfnet predict`` and the evaluation
+recipe give the same detections for the same input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from servers import Service, binary, free_port, no_proxy_for_loopback
+
+from mdfnet.data import schema
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
+
+MODEL = "mdfnet-serve-test"
+TINY = ["model.backbone=mobilenet_v3_small", "model.mask_head_channels=16", "train.batch_size=2",
+        "train.epochs=1", "train.num_workers=0", "train.device=cpu", "train.progress=false", "train.lr=0.01",
+        "model.use_mask=false", "model.box_score_thresh=0.0", "model.anchor_sizes=[4,8,16,32,64]"]
+"""Score threshold 0: every image keeps its 10 detections, so the comparisons below compare many boxes."""
+BOX = ["xmin", "ymin", "xmax", "ymax"]
+
+
+def _requests(joined: Path, preprocessed: Path, split: str = "test") -> tuple[list[dict], pd.DataFrame]:
+    """One request per reading of ``split``: the original JPEG and the raw source values (before cleaning)."""
+    from mdfnet.data.join import image_root
+
+    inst = pd.read_parquet(preprocessed / "instances.parquet")
+    inst = inst[inst["split"] == split].reset_index(drop=True)
+    root = image_root(joined)
+    records = []
+    for _, r in inst.iterrows():
+        raw = {f: (None if pd.isna(v := r[f"raw_{f}"]) else (v.item() if hasattr(v, "item") else v))
+               for f in schema.ALL_FEATURES}
+        records.append({"study": r["reflacx_id"], "image": base64.b64encode((root / r["image_path"]).read_bytes())
+                        .decode(), **raw})
+    return records, inst
+
+
+def _post(url: str, payload: dict | bytes) -> tuple[int, dict]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_joined, tiny_preprocessed, tmp_path_factory):
+    """Train 2 steps, log + register as champion (sqlite store), serve ``models:/NAME@champion``."""
+    from mdfnet import registry, tracking
+    from mdfnet.serving.predictor import Predictor
+    from mdfnet.serving.pyfunc import log_served_model
+    from mdfnet.training import config_from_sources, train
+
+    tmp = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp, no_proxy_for_loopback():
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        client = tracking.configure()
+        result = train(config_from_sources(None, TINY), tiny_preprocessed, tmp / "run", max_steps=2)
+        run_id = client.create_run(tracking.get_or_create_experiment(client, "serving")).info.run_id
+        predictor = Predictor.from_checkpoint(result.last_checkpoint)
+        model_uri = log_served_model(client, run_id, predictor)
+        client.log_metric(run_id, tracking.SELECTION_METRIC, 0.1)
+        registry.register_champion(client, MODEL, model_uri, run_id, 0.1)
+        port = free_port()
+        # mlflow starts uvicorn by name: the venv's bin must be on PATH (it is in the images)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        argv = [binary("mlflow", "mlflow>=3.17,<4"), "models", "serve", "-m", f"models:/{MODEL}@champion",
+                "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        server = Service("mlflow models serve", argv, env, tmp / "serve.log")
+        try:
+            server.wait_http(f"http://127.0.0.1:{port}/ping", timeout=120)
+            yield {"url": f"http://127.0.0.1:{port}", "server": server, "run_dir": tmp / "run",
+                   "checkpoint": result.last_checkpoint, "predictor": predictor, "uri": uri, "tmp": tmp}
+        finally:
+            server.stop()
+
+
+def test_served_champion_answers_with_boxes_inside_the_image(served, tiny_joined, tiny_preprocessed):
+    records, inst = _requests(tiny_joined, tiny_preprocessed)
+    status, body = _post(f"{served['url']}/invocations", {"dataframe_records": records[:1]})
+    assert status == 200, body
+    det = pd.DataFrame(body["predictions"])
+    assert list(det.columns) == ["study", "label", "score", *BOX] and len(det) > 0
+    assert set(det["study"]) == {records[0]["study"]} and set(det["label"]) <= set(schema.CLASSES)
+    width, height = int(inst.loc[0, "image_width"]), int(inst.loc[0, "image_height"])
+    assert (det["xmin"] >= 0).all() and (det["xmax"] <= width + 1e-6).all()
+    assert (det["ymin"] >= 0).all() and (det["ymax"] <= height + 1e-6).all()
+    assert ((det["xmax"] >= det["xmin"]) & (det["ymax"] >= det["ymin"])).all()
+    assert det["score"].is_monotonic_decreasing and det["score"].between(0, 1).all()
+
+
+def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(served, tiny_joined, tiny_preprocessed,
+                                                                            monkeypatch):
+    records, _ = _requests(tiny_joined, tiny_preprocessed)
+    good = records[0]
+    no_age = {k: v for k, v in good.items() if k != "age"}
+    big = np.zeros((2, 20_000), np.uint8)  # 20,000 px wide: beyond the 16,384 px limit, yet a tiny PNG
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "PNG")
+    cases = {
+        "missing field": ({"dataframe_records": [no_age]}, "age"),
+        "wrong type": ({"dataframe_records": [{**good, "heartrate": [88]}]}, "heartrate"),
+        "implausible value": ({"dataframe_records": [{**good, "o2sat": 250}]}, "o2sat=250.0 is outside"),
+        "undecodable image": ({"dataframe_records": [{**good, "image": base64.b64encode(b"garbage").decode()}]},
+                              "cannot decode image"),
+        "not base64": ({"dataframe_records": [{**good, "image": "%%%"}]}, "not valid base64"),
+        "oversize image": ({"dataframe_records": [{**good, "image": base64.b64encode(buf.getvalue()).decode()}]},
+                           "20000x2 px"),
+        "not json": (b"{", ""),
+    }
+    for name, (payload, needle) in cases.items():
+        status, body = _post(f"{served['url']}/invocations", payload)
+        assert 400 <= status < 500, (name, status, body)
+        assert needle in body.get("message", ""), (name, body)
+    assert served["server"].proc.poll() is None
+    status, body = _post(f"{served['url']}/invocations", {"dataframe_records": [good]})
+    assert status == 200 and len(body["predictions"]) > 0
+
+
+def test_served_cli_and_evaluation_agree(served, tiny_joined, tiny_preprocessed, tmp_path):
+    """The same test-split readings: HTTP answer == ``mdfnet predict`` (registry URI and checkpoint) == the
+    evaluate step's predictions (``score_split``, cached pixels scaled back to the original image), to 1e-5."""
+    from typer.testing import CliRunner
+
+    from mdfnet.cli import app
+    from mdfnet.training.inference import score_split
+
+    records, inst = _requests(tiny_joined, tiny_preprocessed)
+    status, body = _post(f"{served['url']}/invocations", {"dataframe_split": pd.DataFrame(records).to_dict("split")})
+    assert status == 200, body
+    http = pd.DataFrame(body["predictions"])
+
+    scored = score_split(served["predictor"].model, served["predictor"].cfg, tiny_preprocessed, "test")
+    size = served["predictor"].image_size
+    rows = []
+    for d in scored.dets:
+        i = d["image_id"] - 1
+        sx, sy = inst.loc[i, "image_width"] / size, inst.loc[i, "image_height"] / size
+        x, y, w, h = d["bbox"]
+        rows.append((inst.loc[i, "reflacx_id"], schema.CLASSES[d["category_id"] - 1], d["score"],
+                     x * sx, y * sy, (x + w) * sx, (y + h) * sy))
+    evaluated = pd.DataFrame(rows, columns=http.columns)
+    per_image = served["predictor"].cfg.model.box_detections_per_img
+    assert len(http) == len(evaluated) == per_image * len(records)
+    np.testing.assert_allclose(http[["score", *BOX]].to_numpy(), evaluated[["score", *BOX]].to_numpy(), atol=1e-5)
+    assert http[["study", "label"]].equals(evaluated[["study", "label"]])
+
+    image = tmp_path / "study.jpg"
+    image.write_bytes(base64.b64decode(records[1]["image"]))
+    clinical = tmp_path / "clinical.json"
+    clinical.write_text(json.dumps({k: v for k, v in records[1].items() if k not in ("image", "study")}))
+    ours = http[http["study"] == records[1]["study"]].reset_index(drop=True)
+    for model in (f"models:/{MODEL}@champion", str(served["run_dir"]), str(served["checkpoint"])):
+        res = CliRunner().invoke(app, ["predict", "--model", model, "--image", str(image), "--clinical",
+                                       str(clinical), "--tracking-uri", served["uri"],
+                                       "--out", str(tmp_path / "drawn.png")])
+        assert res.exit_code == 0, res.output
+        cli = pd.DataFrame(json.loads(res.stdout))
+        np.testing.assert_allclose(cli[["score", *BOX]].to_numpy(), ours[["score", *BOX]].to_numpy(), atol=1e-5)
+        assert cli["label"].tolist() == ours["label"].tolist()
+    from PIL import Image
+
+    with Image.open(tmp_path / "drawn.png") as im:  # drawn at the original size, in colour
+        assert im.size == (int(inst.loc[1, "image_width"]), int(inst.loc[1, "image_height"])) and im.mode == "RGB"
+
+
+def test_cli_errors_name_the_problem(served, tiny_joined, tiny_preprocessed, tmp_path):
+    from typer.testing import CliRunner
+
+    from mdfnet.cli import app
+
+    records, _ = _requests(tiny_joined, tiny_preprocessed)
+    image = tmp_path / "study.jpg"
+    image.write_bytes(base64.b64decode(records[0]["image"]))
+    values = {k: v for k, v in records[0].items() if k not in ("image", "study")}
+
+    def run(clinical: dict, img: Path = image) -> str:
+        path = tmp_path / "clinical.json"
+        path.write_text(json.dumps(clinical))
+        res = CliRunner().invoke(app, ["predict", "--model", str(served["checkpoint"]), "--image", str(img),
+                                       "--clinical", str(path)])
+        assert res.exit_code == 2, res.output
+        return res.output
+
+    assert "missing field(s) ['acuity']" in run({k: v for k, v in values.items() if k != "acuity"})
+    assert "resprate=500.0 is outside the plausible range 4-80" in run({**values, "resprate": 500})
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(image.read_bytes()[:200])
+    assert "cannot decode image" in run(values, bad)
+    assert "cannot read image" in run(values, tmp_path / "absent.jpg")

@@ -23,6 +23,9 @@ from mdfnet import __version__
 
 DEFAULT_REGISTRY = "ghcr.io/mdfnet"
 STEPS_FILE = Path(__file__).resolve().parents[1] / "images" / "steps.tsv"
+NO_COMPONENT = "-"
+SERVING_IMAGE = "serve"
+"""``mdfnet-serve``: the torch image that runs ``mlflow models serve`` for the champion (the Helm chart's)."""
 FUNCTIONS: dict[str, Callable] = {f.__name__: f for f in (join, preprocess, expand_grid, train, evaluate, compare,
                                                           register)}
 """Component name → its function (the pipeline's tasks, in order)."""
@@ -39,17 +42,23 @@ class StepImage:
     modules: tuple[str, ...]
 
 
-def step_images(path: Path = STEPS_FILE) -> dict[str, StepImage]:
-    """``images/steps.tsv`` keyed by component name; errors name the file and line."""
-    rows: dict[str, StepImage] = {}
+def image_rows(path: Path = STEPS_FILE) -> list[StepImage]:
+    """Every row of ``images/steps.tsv`` (component ``-``: an image no pipeline task runs, the serving image);
+    errors name the file and line."""
+    rows: list[StepImage] = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split()
         if len(fields) < 4 or fields[1] not in ("base", "base-torch"):
-            raise ValueError(f"{path}:{n}: expected 'image base|base-torch component module...', got {line!r}")
-        rows[fields[2]] = StepImage(fields[0], fields[1], fields[2], tuple(fields[3:]))
+            raise ValueError(f"{path}:{n}: expected 'image base|base-torch component|- module...', got {line!r}")
+        rows.append(StepImage(fields[0], fields[1], fields[2], tuple(fields[3:])))
     return rows
+
+
+def step_images(path: Path = STEPS_FILE) -> dict[str, StepImage]:
+    """The images of pipeline tasks, keyed by component name."""
+    return {r.component: r for r in image_rows(path) if r.component != NO_COMPONENT}
 
 
 def image_ref(registry: str, image: str) -> str:
@@ -58,8 +67,8 @@ def image_ref(registry: str, image: str) -> str:
 
 
 def all_images(registry: str = DEFAULT_REGISTRY) -> dict[str, str]:
-    """Image name → reference, for every step image."""
-    return {s.image: image_ref(registry, s.image) for s in step_images().values()}
+    """Image name → reference, for every image ``images/build.sh`` builds (the step images and ``serve``)."""
+    return {s.image: image_ref(registry, s.image) for s in image_rows()}
 
 
 def build_components(registry: str = DEFAULT_REGISTRY) -> dict[str, Callable]:

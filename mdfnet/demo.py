@@ -64,6 +64,37 @@ def demo(out: Path, studies: int = 600, grid: str = "demo", force: bool = False,
     return _run_condensed(cmd, env, log_path)
 
 
+def write_example(out: Path) -> tuple[Path, Path] | None:
+    """A test-split study of the demo's run for ``mdfnet predict``: ``OUT/example/<reading>.jpg`` and
+    ``clinical.json`` with its raw triage values (as typed in the source tables). Picks the first test reading
+    with a Consolidation or Pulmonary edema box (the look-alike pair that only the triage tells apart)."""
+    import pandas as pd
+
+    from mdfnet.data import schema
+    from mdfnet.data.join import image_root
+
+    pre = [p.parent for p in sorted((out / "kfp").rglob("preprocessing.json"))]
+    joined = [p.parent for p in sorted((out / "kfp").rglob("join_meta.json")) if p.parent not in pre]
+    if not pre or not joined:
+        log.warning("no preprocessed/joined output under %s: no example written", out / "kfp")
+        return None
+    inst = pd.read_parquet(pre[-1] / "instances.parquet")
+    boxes = pd.read_parquet(pre[-1] / "boxes.parquet")
+    pair = boxes.loc[boxes["label"].isin(["Consolidation", "Pulmonary edema"]), "reflacx_id"]
+    test = inst[inst["split"] == "test"]
+    row = test[test["reflacx_id"].isin(pair)].head(1)
+    row = (row if len(row) else test.head(1)).iloc[0]
+    folder = out / "example"
+    folder.mkdir(parents=True, exist_ok=True)
+    image = folder / f"{row['reflacx_id']}.jpg"
+    image.write_bytes((image_root(joined[-1]) / row["image_path"]).read_bytes())
+    values = {f: (None if pd.isna(v := row[f"raw_{f}"]) else (v.item() if hasattr(v, "item") else v))
+              for f in schema.ALL_FEATURES}
+    clinical = folder / "clinical.json"
+    clinical.write_text(json.dumps(values, indent=2))
+    return image, clinical
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STATUS = re.compile(r"(Executing task|Task .* finished with status|Pipeline .* finished with status)")
 SUMMARY_START = "MLflow experiment:"
@@ -101,6 +132,12 @@ def main(
     t0 = time.perf_counter()
     code = demo(out, studies=studies, grid=grid, force=force, seed=seed, parallelism=parallelism)
     log.info("demo finished in %.0f s (exit code %d)", time.perf_counter() - t0, code)
+    example = write_example(out.resolve()) if code == 0 else None
+    if example is not None:
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out.resolve() / 'mlflow.db'}"
+        typer.echo(f"predict on a test-split study with the champion:\n  .venv/bin/mdfnet predict --model "
+                   f"models:/mdfnet-demo@champion --tracking-uri {tracking_uri} --image {example[0]} "
+                   f"--clinical {example[1]} --score-threshold 0.3 --out {example[0].parent / 'prediction.png'}")
     if code == 0 and grid == "demo":
         log.info("reading the table: `mdf` uses the triage data, `baseline` does not, and `mdf-shuffled` is MDF-Net "
                  "fed another study's triage (the control). The synthetic Consolidation and Pulmonary edema look "

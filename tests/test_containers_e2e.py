@@ -347,6 +347,65 @@ def test_artifacts_are_objects_in_the_bucket(e2e):
 
 
 @in_containers
+def test_champion_is_served_from_the_serving_image(e2e, tmp_path):
+    """``mdfnet-serve`` runs ``mlflow models serve`` of ``models:/mdfnet-e2e@champion`` as the Helm chart runs it
+    (uid 1000, read-only root filesystem, writable /tmp and home only), fetching the model through the tracking
+    server; it answers a study with detections in the original pixels and a bad one with HTTP 400."""
+    import base64
+    import io
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+    from servers import free_port
+
+    image, port = components.all_images(REGISTRY)[components.SERVING_IMAGE], free_port()
+    name = f"mdfnet-serve-e2e-{port}"
+    _docker("run", "-d", "--rm", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
+            "--tmpfs", "/home/mdfnet", "-e", f"MLFLOW_TRACKING_URI={e2e['services']['tracking_uri']}",
+            "-e", "NO_PROXY=127.0.0.1,localhost", "-e", "MLFLOW_DISABLE_TELEMETRY=true", image,
+            "mlflow", "models", "serve", "-m", "models:/mdfnet-e2e@champion", "--env-manager", "local",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            state = _docker("inspect", "--format", "{{.State.Running}}", name, check=False).stdout.strip()
+            if state != "true" or time.monotonic() - t0 > 180:
+                pytest.fail(f"serving container not ready ({state}):\n{_docker('logs', name, check=False).stderr[-3000:]}")
+            time.sleep(1)
+        buf = io.BytesIO()
+        Image.fromarray(np.tile(np.linspace(30, 220, 120).astype(np.uint8), (90, 1))).save(buf, "PNG")
+        study = {"study": "e2e", "image": base64.b64encode(buf.getvalue()).decode(), "age": 70, "gender": "M",
+                 "temperature": 101.2, "heartrate": 104, "resprate": 24, "o2sat": 91, "sbp": 128, "dbp": 76,
+                 "pain": "0", "acuity": 2}
+
+        def post(record: dict) -> tuple[int, dict]:
+            req = urllib.request.Request(f"{url}/invocations", json.dumps({"dataframe_records": [record]}).encode(),
+                                         {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read() or b"{}")
+
+        status, body = post(study)
+        assert status == 200, body
+        for det in body["predictions"]:
+            assert 0 <= det["xmin"] <= det["xmax"] <= 120 and 0 <= det["ymin"] <= det["ymax"] <= 90, det
+        status, body = post({**study, "sbp": 900})
+        assert status == 400 and "sbp=900.0 is outside the plausible range" in body["message"], body
+    finally:
+        _docker("rm", "-f", name, check=False)
+
+@in_containers
 def test_steps_ran_in_the_step_images(e2e):
     """Proof that the tasks ran in containers of the built images, not in this Python: the engine started one
     container per task, each from the task's image; the pipeline run carries the commit baked into the images

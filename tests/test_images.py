@@ -155,10 +155,11 @@ def test_build_tags_match_the_pipeline_images():
     v = mdfnet.__version__
     plan = build_plan(BUILD, "--registry", registry)
     bases = {f"{registry}/mdfnet-base:{v}": "base", f"{registry}/mdfnet-base-torch:{v}": "base-torch"}
-    assert [b["tag"] for b in plan] == [*bases, *(expected[s] for s in STEPS)]
+    assert [b["tag"] for b in plan] == [*bases, *(expected[r.image] for r in components.image_rows())]
+    assert components.SERVING_IMAGE in expected and components.SERVING_IMAGE not in STEPS
     for b in plan[:2]:  # both base targets of images/base/Dockerfile, from the public slim image by default
         assert (b["dockerfile"], b["base"], b["target"]) == (str(dockerfile("base")), "python:3.11-slim", bases[b["tag"]])
-    for step, b in zip(STEPS, plan[2:], strict=True):
+    for step, b in zip([r.image for r in components.image_rows()], plan[2:], strict=True):
         assert b["dockerfile"] == str(dockerfile("step")) and b["target"] == "" and b["step"] == step
         assert b["base"] in bases, f"{step}: built FROM {b['base']}, not a base image of this version"
     assert all(b["version"] == v and b["tag"].endswith(f":{v}") for b in plan)

@@ -203,3 +203,26 @@ def test_dicom_monochrome1_windowing_and_16_bit():
     assert np.array_equal(rescaled, read_display(_dicom(ramp)))
     with pytest.raises(ImageReadError, match="not a readable DICOM"):
         read_gray(_dicom(ramp)[:400], 32)
+
+
+def test_demo_example_is_a_test_study_with_its_raw_triage(tiny_joined, tiny_preprocessed, tmp_path):
+    """``make demo`` ends with a ready ``mdfnet predict`` command: the example is a test-split study of the run
+    (image bytes of the source, triage values as typed in the sources) and validates as a request."""
+    import json
+    import shutil
+
+    from mdfnet.demo import write_example
+
+    shutil.copytree(tiny_joined, tmp_path / "kfp" / "join" / "joined")
+    shutil.copytree(tiny_preprocessed, tmp_path / "kfp" / "preprocess" / "pre")
+    image, clinical = write_example(tmp_path)
+    inst = pd.read_parquet(tiny_preprocessed / "instances.parquet").set_index("reflacx_id")
+    row = inst.loc[image.stem]
+    assert row["split"] == "test"
+    from mdfnet.data.join import image_root
+
+    assert image.read_bytes() == (image_root(tiny_joined) / row["image_path"]).read_bytes()
+    values = json.loads(clinical.read_text())
+    assert values["pain"] == (None if pd.isna(row["raw_pain"]) else row["raw_pain"])
+    assert values["age"] == row["raw_age"]
+    clean_request(request_frame([{"image": encode_image(image.read_bytes()), **values}]))

@@ -178,8 +178,19 @@ def test_served_cli_and_evaluation_agree(served, tiny_joined, tiny_preprocessed,
         assert cli["label"].tolist() == ours["label"].tolist()
     from PIL import Image
 
-    with Image.open(tmp_path / "drawn.png") as im:  # drawn at the original size, in colour
-        assert im.size == (int(inst.loc[1, "image_width"]), int(inst.loc[1, "image_height"])) and im.mode == "RGB"
+    from mdfnet.serving.draw import MIN_SIDE
+
+    width, height = int(inst.loc[1, "image_width"]), int(inst.loc[1, "image_height"])
+    k = max(1, MIN_SIDE // max(width, height))  # small images are enlarged by a whole factor for legible labels
+    with Image.open(tmp_path / "drawn.png") as im:
+        assert im.size == (width * k, height * k) and im.mode == "RGB" and k > 1
+        pixels = np.asarray(im)
+    colour = {"Enlarged cardiac silhouette": (230, 25, 75), "Atelectasis": (60, 180, 75),
+              "Pleural abnormality": (255, 225, 25), "Consolidation": (0, 130, 200), "Pulmonary edema": (245, 130, 48)}
+    top = ours.iloc[0]  # the best box's outline is drawn in its class colour at its scaled corner
+    x, y = int(round(top["xmin"] * k)), int(round(top["ymax"] * k))
+    patch = pixels[max(0, y - 2):y + 3, max(0, x - 2):x + 3].reshape(-1, 3)
+    assert any(tuple(px) == colour[top["label"]] for px in patch), (top.to_dict(), patch)
 
 
 def test_cli_errors_name_the_problem(served, tiny_joined, tiny_preprocessed, tmp_path):

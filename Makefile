@@ -45,3 +45,20 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
+
+# The Helm chart (charts/mdfnet) linted, rendered for its values sets, validated against the Kubernetes schemas
+# and scanned by checkov (charts/check.py); no cluster, no helm binary. Its tools live in their own venv
+# (charts/requirements.txt), installed once per change of that file.
+CHART_VENV := .venv-chart
+CHART_STAMP := $(CHART_VENV)/.installed
+
+.PHONY: chart-check
+
+$(CHART_STAMP): charts/requirements.txt
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (Python 3.11)"; exit 1; }
+	test -x $(CHART_VENV)/bin/python || $(PY) -m venv $(CHART_VENV)
+	$(CHART_VENV)/bin/python -m pip install -q --disable-pip-version-check -r charts/requirements.txt
+	touch $(CHART_STAMP)
+
+chart-check: $(CHART_STAMP)
+	$(CHART_VENV)/bin/python charts/check.py

@@ -226,3 +226,17 @@ def test_demo_example_is_a_test_study_with_its_raw_triage(tiny_joined, tiny_prep
     assert values["pain"] == (None if pd.isna(row["raw_pain"]) else row["raw_pain"])
     assert values["age"] == row["raw_age"]
     clean_request(request_frame([{"image": encode_image(image.read_bytes()), **values}]))
+
+
+def test_serving_device_is_chosen_by_the_environment(monkeypatch):
+    import torch
+
+    from mdfnet.serving.predictor import DEVICE_ENV, ModelSourceError, resolve_device
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert resolve_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert resolve_device() == torch.device("cpu") and resolve_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setenv(DEVICE_ENV, "tpu")
+    with pytest.raises(ModelSourceError, match="MDFNET_SERVING_DEVICE='tpu': expected auto, cpu or cuda"):
+        resolve_device()

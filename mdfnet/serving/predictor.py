@@ -40,6 +40,22 @@ OUTPUT_COLUMNS: tuple[str, ...] = ("study", "label", "score", "xmin", "ymin", "x
 """One row per detection; boxes in the original image's pixels."""
 
 
+DEVICE_ENV = "MDFNET_SERVING_DEVICE"
+"""Where served models run: ``auto`` (default: the GPU when the pod has one), ``cpu`` or ``cuda[:N]``."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, else ``$MDFNET_SERVING_DEVICE``, else ``auto``; ``auto`` = ``cuda`` if available, else ``cpu``."""
+    import os
+
+    name = str(device or os.environ.get(DEVICE_ENV) or "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ModelSourceError(f"{DEVICE_ENV}={name!r}: expected auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
 class ModelSourceError(ValueError):
     """A checkpoint, run folder or bundle cannot be loaded; the message names it."""
 
@@ -102,6 +118,11 @@ class Predictor:
             raise ModelSourceError(f"{spec_path}: format {spec.get('format')!r}, expected {BUNDLE_FORMAT!r}")
         state = torch.load(bundle_dir / "weights.pt", map_location="cpu", weights_only=True)
         return cls._build(from_dict(TrainConfig, spec["config"]), spec["meta"], state)
+
+    def to(self, device: str | torch.device) -> Predictor:
+        """Move the model to ``device`` (``auto``: CUDA when available, else CPU); returns ``self``."""
+        self.model.to(resolve_device(device))
+        return self
 
     def write_bundle(self, out_dir: str | Path) -> Path:
         out_dir = Path(out_dir)
@@ -190,5 +211,5 @@ def open_model(source: str, data_dir: str | Path | None = None) -> Callable[[pd.
     path = Path(source)
     if not path.exists():
         raise ModelSourceError(f"model {source!r}: no such checkpoint or run folder, and not a models:/ or runs:/ URI")
-    predictor = Predictor.from_checkpoint(path, data_dir)
+    predictor = Predictor.from_checkpoint(path, data_dir).to(resolve_device())
     return lambda frame, threshold: predictor.predict(frame, score_threshold=threshold)

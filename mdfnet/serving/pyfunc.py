@@ -51,9 +51,10 @@ class MDFNetModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: loads the bundle artefact; ``predict`` maps request errors to HTTP 400."""
 
     def load_context(self, context) -> None:
-        from mdfnet.serving.predictor import Predictor
+        """Load the bundle onto ``$MDFNET_SERVING_DEVICE`` (default ``auto``: the GPU when there is one)."""
+        from mdfnet.serving.predictor import Predictor, resolve_device
 
-        self.predictor = Predictor.from_bundle(context.artifacts["bundle"])
+        self.predictor = Predictor.from_bundle(context.artifacts["bundle"]).to(resolve_device())
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         threshold = float((params or {}).get("score_threshold") or 0.0)

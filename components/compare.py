@@ -1,4 +1,4 @@
-"""compare: all evaluated runs → Markdown + HTML table (KFP UI) and the best run by validation AP."""
+"""compare: all evaluated runs → Markdown table, the pipeline run's report as HTML (KFP UI), best run."""
 
 from kfp.dsl import HTML, Markdown, Output
 
@@ -8,7 +8,8 @@ def compare(
     table: Output[Markdown],
     page: Output[HTML],
 ) -> dict:
-    """Rank cells by mean validation AP over seeds; return the best run's summary (mdfnet.pipeline.steps.compare)."""
+    """Rank cells by mean validation AP over seeds, write the report (page); return the best run's summary
+    (mdfnet.pipeline.steps.compare)."""
     from mdfnet.pipeline import reports, steps
 
     res = steps.compare(results)

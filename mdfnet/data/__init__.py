@@ -5,7 +5,7 @@ Heavy modules (torch) are imported lazily so that ``mdfnet.data.schema`` stays c
 
 from __future__ import annotations
 
-__all__ = ["MDFDataset", "collate_detection", "select_features"]
+__all__ = ["MDFDataset", "SplitSubset", "collate_detection", "select_features"]
 
 
 def __getattr__(name: str):

@@ -128,6 +128,26 @@ class MDFDataset(Dataset):
         return self.image(i), self.clinical(i), target
 
 
+class SplitSubset(Dataset):
+    """The first ``n`` items of a split with the split's cheap API (``ids``, ``target``, ``image_size``,
+    ``classes``), so it can be predicted and scored like the split itself (the train-AP subset)."""
+
+    def __init__(self, ds: MDFDataset, n: int) -> None:
+        self.ds, self.n = ds, min(int(n), len(ds))
+        self.ids, self.image_size, self.classes = ds.ids[: self.n], ds.image_size, ds.classes
+
+    def __len__(self) -> int:
+        return self.n
+
+    def target(self, i: int) -> dict[str, torch.Tensor]:
+        return self.ds.target(i)
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.n:
+            raise IndexError(f"index {i} out of range for a subset of size {self.n}")
+        return self.ds.image(i), self.ds.clinical(i), self.ds.target(i)
+
+
 def shuffled_clinical_rows(images: np.ndarray, split: str) -> np.ndarray:
     """Row whose clinical values row ``i`` receives in the shuffled-clinical control: ``Int64[n]``.
 

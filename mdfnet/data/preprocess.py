@@ -9,7 +9,8 @@ Output folder (read by :class:`mdfnet.data.MDFDataset`):
   (loaded with ``mmap_mode="r"``: no JPEG decoding during training);
 - ``preprocessing.json``: image size, classes, features, and the **train-only** imputation medians and
   standardisation means/stds (:class:`ClinicalTransform`) so inference applies the same transform;
-- ``cleaning.csv`` (column, rule, count) and ``splits.csv`` (split, readings, subjects, with_lesion).
+- ``cleaning.csv`` (column, rule, count) and ``splits.csv`` (split, readings, subjects, with_lesion);
+- ``correlation.csv``: clinical features × lesion presence on the train split (:func:`feature_lesion_correlation`).
 """
 
 from __future__ import annotations
@@ -189,6 +190,19 @@ def cache_images(paths: list[Path], out_path: Path, size: int, workers: int = 2)
     del arr
 
 
+def feature_lesion_correlation(inst: pd.DataFrame, boxes: pd.DataFrame) -> pd.DataFrame:
+    """Pearson correlation (pairwise complete) between each cleaned clinical feature (gender: F = 1, M = 0) and
+    the presence of each lesion class in a reading, over the rows of ``inst`` (the train split): ``[10, 5]``,
+    index = features, columns = classes (the paper's Fig. 5b). NaN where a column is constant."""
+    present = pd.DataFrame({c: inst["reflacx_id"].isin(boxes.loc[boxes["label"] == c, "reflacx_id"]).astype(float)
+                            for c in schema.CLASSES}, index=inst.index)
+    feats = inst[list(schema.NUMERIC_FEATURES)].astype("float64")
+    feats["gender"] = inst["gender"].map({"F": 1.0, "M": 0.0})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        both = pd.concat([feats, present], axis=1).corr(method="pearson", min_periods=3)
+    return both.loc[list(schema.ALL_FEATURES), list(schema.CLASSES)]
+
+
 # ----------------------------------------------------------------------------- main entry
 def _split(inst: pd.DataFrame, has_lesion: pd.Series, cfg: PreprocessConfig,
            cleaning: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
@@ -252,6 +266,7 @@ def preprocess(joined_dir: str | Path, out_dir: str | Path, cfg: PreprocessConfi
     inst.to_parquet(out_dir / "instances.parquet", index=False)
     scaled.to_parquet(out_dir / "boxes.parquet", index=False)
     cleaning.to_csv(out_dir / "cleaning.csv", index=False)
+    feature_lesion_correlation(inst[inst["split"] == "train"], boxes).to_csv(out_dir / "correlation.csv")
 
     counts = pd.DataFrame({
         "split": list(SPLITS),

@@ -9,7 +9,8 @@ expand_grid    :func:`expand_grid` → one :class:`~mdfnet.pipeline.grids.GridIt
                the pipeline's MLflow run is created (or, with KFP's MLflow plugin, found) here
 train          :func:`train_step` → model folder (checkpoint, ``run.json``); logs into the cell's MLflow run
 evaluate       :func:`evaluate_step` → val/test metrics, plots, COCO predictions; logs into the same run
-compare        :func:`compare` → Markdown/HTML table of all cells, best run by validation AP
+compare        :func:`compare` → Markdown table of all cells, best run by validation AP, the run's report
+               (:func:`mdfnet.report.build_report`, HTML for the KFP UI)
 register       :func:`register` → MLflow model version; alias ``champion`` moved only if better
 =============  ============================================================================================
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -34,6 +36,8 @@ from mdfnet.pipeline.grids import LABEL_KEYS, GridItem, plan_grid
 from mdfnet.pipeline.ranking import TABLE_METRICS, format_pct, rank_cells, selection_score
 from mdfnet.pipeline.reports import html_table, markdown_table, plots_html
 from mdfnet.pipeline.sources import StepError, fetch_source
+
+log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"
 """File in a train step's model folder: the grid item, its run id, model URI and training summary."""
@@ -108,7 +112,8 @@ def expand_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: Sequen
     plog = tracking.MlflowLogger(parent.run_id, client)
     plog.log_params({"grid": grid, "seeds": ",".join(map(str, seeds)), "overrides": " ".join(overrides) or "-",
                      "cells": len(planned), "runs": len(planned) * len(seeds)})
-    for name in ("exclusions.csv", "cleaning.csv", "splits.csv", "preprocessing.json", "join_meta.json"):
+    for name in ("exclusions.csv", "cleaning.csv", "splits.csv", "preprocessing.json", "join_meta.json",
+                 "correlation.csv"):
         if (Path(data_dir) / name).is_file():
             plog.log_artifact(Path(data_dir) / name, "reports")
     return [GridItem.of(cell, seed, grid, parent.run_id, parent.experiment_id).to_dict()
@@ -176,6 +181,7 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
             (out_dir / f"gt_{split}.json").write_text(json.dumps(scored.gt))
             (out_dir / f"predictions_{split}.json").write_text(json.dumps(scored.dets))
         plots = save_plots(scored.result, out_dir / "plots", scored.sweep())  # the test split
+        metrics.update(_attribution(model, cfg, data_dir, out_dir, batch_size))
         (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, **summary}, indent=2))
         logger = tracking.MlflowLogger(info["run_id"], client)
         logger.log_metrics(metrics, step=int(info.get("steps") or 0))
@@ -185,6 +191,20 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     keep = ("cell", "seed", "grid", "run_name", "labels", "parent_run_id", "experiment_id", "run_id", "model_uri",
             "best_epoch", "steps")
     return {**{k: info.get(k) for k in keep}, "metrics": metrics}
+
+
+def _attribution(model: Any, cfg: Any, data_dir: str | Path, out_dir: Path, batch_size: int) -> dict[str, float]:
+    """``eval.attribution_repeats`` > 0 and a model with a clinical path: the clinical attribution on val
+    (:func:`mdfnet.training.attribution.clinical_attribution`) → ``attribution.json`` and its headline metrics."""
+    from mdfnet.model import VARIANTS
+    from mdfnet.training.attribution import clinical_attribution
+
+    if not cfg.eval.attribution_repeats or not cfg.data.features or not VARIANTS[cfg.model.variant].uses_clinical:
+        return {}
+    att = clinical_attribution(model, cfg, data_dir, "val", cfg.eval.attribution_repeats, cfg.seed, batch_size)
+    (out_dir / "attribution.json").write_text(json.dumps(att, indent=2))
+    return {"final/val/ap_train_medians": att["ap_train_medians"],
+            **{f"final/val/importance/{f}": v["importance_mean"] for f, v in att["features"].items()}}
 
 
 # ------------------------------------------------------------------------------------------ compare / register
@@ -211,7 +231,28 @@ def compare(results: Sequence[Mapping[str, Any]], client: Any = None) -> dict[st
         tracking.MlflowLogger(best["parent_run_id"], client).set_tags(  # the note is the run's description
             {"mdfnet.best_cell": rows[0].cell, "mdfnet.best_run": best["run_name"], "mlflow.note.content": md})
         client.log_text(best["parent_run_id"], md, "comparison.md")
+        page = _pipeline_report(client, best) or page
     return {"best": best, "ranking": [r.to_dict() for r in rows], "markdown": md, "html": page}
+
+
+def _pipeline_report(client: Any, best: Mapping[str, Any]) -> str | None:
+    """The pipeline run's ``mdfnet report`` (:func:`mdfnet.report.build_report`), logged under ``report/`` on the
+    pipeline run; returns its HTML. A report that fails is tagged (``mdfnet.report_error``) and logged, and the
+    comparison table stands in for it: the ranking must still reach ``register``."""
+    from mdfnet.report import build_report
+
+    parent = str(best["parent_run_id"])
+    try:
+        experiment = client.get_experiment(str(best["experiment_id"])).name
+        with tempfile.TemporaryDirectory(prefix="mdfnet-report-") as tmp:
+            report = build_report(client, experiment, tmp, pipeline_run=parent)
+            for path in report.files:
+                client.log_artifact(parent, str(path), "report")
+        return report.html
+    except Exception as e:  # noqa: BLE001 - reported on the run and in the log, never silently
+        log.exception("report of pipeline run %s failed", parent)
+        client.set_tag(parent, "mdfnet.report_error", f"{type(e).__name__}: {e}"[:5000])
+        return None
 
 
 def register(best: Mapping[str, Any], model_name: str, client: Any = None) -> dict[str, Any]:

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from mdfnet.training.config import DataConfig, TrainConfig, TrainSection, config_from_sources
+from mdfnet.training.config import DataConfig, EvalSection, TrainConfig, TrainSection, config_from_sources
 from mdfnet.training.errors import NonFiniteLossError, TrainError
 
 _LAZY = {
     "TrainResult": "loop", "train": "loop", "train_step": "loop", "resolve_amp": "loop", "resolve_device": "loop",
     "SCHEDULES": "loop", "finite_or_raise": "loop",
-    "predict": "inference", "evaluate_split": "inference",
+    "predict": "inference", "evaluate_split": "inference", "clinical_attribution": "attribution",
     "TrainState": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "CHECKPOINT_FORMAT": "checkpoint",
     "EpochSampler": "determinism",
 }
 
-__all__ = ["DataConfig", "NonFiniteLossError", "TrainConfig", "TrainError", "TrainSection", "config_from_sources",
+__all__ = ["DataConfig", "EvalSection", "NonFiniteLossError", "TrainConfig", "TrainError", "TrainSection", "config_from_sources",
            *_LAZY]
 
 

@@ -1,7 +1,8 @@
 """``TrainConfig``: the whole typed training configuration, torch-free (``configs/train.yaml`` = the paper).
 
-Sections ``model`` (:class:`mdfnet.model.ModelConfig`), ``train`` (:class:`TrainSection`) and ``data``
-(:class:`DataConfig`), plus ``seed``. :func:`config_from_sources` is the one place text becomes a config
+Sections ``model`` (:class:`mdfnet.model.ModelConfig`), ``train`` (:class:`TrainSection`), ``data``
+(:class:`DataConfig`) and ``eval`` (:class:`EvalSection`), plus ``seed``. :func:`config_from_sources` is the one
+place text becomes a config
 (defaults ← base ← YAML ← ``key=value`` overrides); it returns the *resolved* config (``model.fusion`` is ``none``
 for variants without 3D fusion), which then travels as data (``to_dict``/``from_dict``) across the pipeline.
 """
@@ -76,6 +77,24 @@ class DataConfig:
 
 
 @dataclass
+class EvalSection:
+    """Keys of the ``eval`` section: what is measured beyond validation AP (``mdfnet report`` shows both).
+
+    ``train_ap_images``: at every validation also score this many train images (the first N, fixed) → ``train/ap``,
+    ``train/ar`` per epoch (the generalisation figure); 0 = off. ``attribution_repeats``: the evaluate step's
+    permutation importance of each clinical feature on validation AP, repeated N times (0 = off; see
+    :mod:`mdfnet.training.attribution`)."""
+
+    train_ap_images: int = 128
+    attribution_repeats: int = 5
+
+    def validate(self) -> None:
+        for key in ("train_ap_images", "attribution_repeats"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"eval.{key}: expected an integer >= 0, got {getattr(self, key)!r}")
+
+
+@dataclass
 class TrainConfig:
     """The whole training configuration (``configs/train.yaml`` holds the paper defaults)."""
 
@@ -83,6 +102,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainSection = field(default_factory=TrainSection)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalSection = field(default_factory=EvalSection)
 
     def resolved(self) -> TrainConfig:
         """The config as runs record it: ``model.fusion`` = ``none`` where the variant has no 3D fusion."""

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mdfnet.config import save_config, to_dict
-from mdfnet.data import MDFDataset, collate_detection
+from mdfnet.data import MDFDataset, SplitSubset, collate_detection
 from mdfnet.metrics_log import MetricLogger, NullLogger, flatten_params
 from mdfnet.model import LOSS_WEIGHTINGS, build_model, loss_names
 from mdfnet.training.checkpoint import (
@@ -154,14 +154,18 @@ def train_step(parts: TrainParts, batch, grad_clip_norm: float, step: int) -> tu
 
 
 def validate(parts: TrainParts, cfg: TrainConfig, val_ds: MDFDataset, state: TrainState,
-             metrics: dict[str, float]) -> bool:
-    """Score ``val_ds`` into ``metrics`` (``val/ap``, ``val/ar``, ``time/val_s``); True if it is the best so far
-    (ties keep the earlier; a non-finite AP counts as -1)."""
+             metrics: dict[str, float], train_subset: SplitSubset | None = None) -> bool:
+    """Score ``val_ds`` into ``metrics`` (``val/ap``, ``val/ar``, ``time/val_s``; ``train/ap``, ``train/ar`` on
+    ``train_subset`` if given); True if the val AP is the best so far (ties keep the earlier; non-finite = -1)."""
     t1 = time.perf_counter()
-    res = evaluate_split(parts.model, val_ds, cfg.train.batch_size, cfg.model.box_detections_per_img,
-                         cfg.model.box_score_thresh, parts.device, parts.amp_dtype)
+    args = (cfg.train.batch_size, cfg.model.box_detections_per_img, cfg.model.box_score_thresh, parts.device,
+            parts.amp_dtype)
+    res = evaluate_split(parts.model, val_ds, *args)
     ap = float(res.ap)
     metrics.update({"val/ap": ap, "val/ar": float(res.ar), "time/val_s": time.perf_counter() - t1})
+    if train_subset is not None and len(train_subset):
+        seen = evaluate_split(parts.model, train_subset, *args)
+        metrics.update({"train/ap": float(seen.ap), "train/ar": float(seen.ar)})
     score = ap if math.isfinite(ap) and ap >= 0 else -1.0
     if state.best_val_ap is not None and score <= state.best_val_ap:
         return False
@@ -202,7 +206,8 @@ def run_epoch(parts: TrainParts, loader: DataLoader, cfg: TrainConfig, val_ds: M
     metrics.update({f"train/{k}": v for k, v in parts.criterion.weights().items()})
     if state.epoch_time > 0:
         metrics["train/images_per_s"] = state.epoch_steps * t.batch_size / state.epoch_time
-    improved = validate(parts, cfg, val_ds, state, metrics) if due else False
+    subset = SplitSubset(loader.dataset, cfg.eval.train_ap_images) if cfg.eval.train_ap_images else None
+    improved = validate(parts, cfg, val_ds, state, metrics, subset) if due else False
     if epoch_done:
         parts.scheduler.step()
         state.next_epoch()

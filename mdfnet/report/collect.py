@@ -1,0 +1,112 @@
+"""Reading an experiment's evaluated cell runs from MLflow (params, final metrics, metric histories and the
+evaluate step's artefacts), and their bootstrap intervals from the stored COCO ground truth and predictions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mdfnet import tracking
+from mdfnet.pipeline.grids import LABEL_KEYS
+from mdfnet.report.tables import KEYS, RunResult
+
+log = logging.getLogger(__name__)
+
+
+class ReportError(ValueError):
+    """The report cannot be built; the message names the experiment, run or artefact."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The experiment, the pipeline runs read, and their evaluated cell runs (MLflow ``Run`` objects)."""
+
+    experiment_id: str
+    name: str
+    pipeline_run_ids: list[str]
+    runs: list[Any]
+
+
+def find_runs(client: Any, experiment: str, pipeline_run: str | None = None) -> Experiment:
+    """Cell runs of ``experiment`` (of one pipeline run, or all) that finished with ``final/val/ap``."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ReportError(f"experiment {experiment!r} not found at {client.tracking_uri}")
+    query = f"tags.`{tracking.TAG_ROLE}` = 'cell'"
+    if pipeline_run:
+        query += f" and tags.`{tracking.TAG_PARENT}` = '{pipeline_run}'"
+    runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=5000)
+    done = [r for r in runs if r.info.status == "FINISHED" and tracking.SELECTION_METRIC in r.data.metrics]
+    if not done:
+        where = f"pipeline run {pipeline_run}" if pipeline_run else "any pipeline run"
+        raise ReportError(f"experiment {experiment!r}: no finished cell run with {tracking.SELECTION_METRIC} in {where}")
+    if len(done) < len(runs):
+        log.warning("report: %d of %d cell runs are not finished/evaluated and are left out", len(runs) - len(done),
+                    len(runs))
+    parents = sorted({r.data.tags.get(tracking.TAG_PARENT, "") for r in done} - {""})
+    return Experiment(exp.experiment_id, experiment, parents, done)
+
+
+def download_json(client: Any, run_id: str, path: str) -> Any | None:
+    """An artefact of a run parsed as JSON, or None when the run has no such artefact."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="mdfnet-report-") as tmp:
+        try:
+            local = client.download_artifacts(run_id, path, tmp)
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(local).read_text())
+
+
+def scoring(run: Any) -> dict[str, Any]:
+    """The run's scoring settings (``max_dets``, ``score_threshold``) as the evaluate step used them."""
+    p = run.data.params
+    return {"max_dets": int(float(p.get("model.box_detections_per_img", 10))),
+            "score_threshold": float(p.get("model.box_score_thresh", 0.05))}
+
+
+def intervals(client: Any, run: Any, n_boot: int, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % bootstrap intervals (``KEYS`` → (lo, hi)) from the run's ``evaluation/gt_<split>.json`` and
+    ``predictions_<split>.json``; empty for a split whose artefacts are missing."""
+    from mdfnet.evaluation import EvaluationError, bootstrap
+
+    out: dict[str, tuple[float, float]] = {}
+    if n_boot < 1:
+        return out
+    for split in ("test", "val"):
+        gt = download_json(client, run.info.run_id, f"evaluation/gt_{split}.json")
+        dets = download_json(client, run.info.run_id, f"evaluation/predictions_{split}.json")
+        if gt is None or dets is None:
+            continue
+        try:
+            b = bootstrap(gt, dets, n=n_boot, seed=seed, overlap="iobb", thresholds=(0.5,), **scoring(run))
+        except EvaluationError as e:
+            log.warning("report: no interval for %s %s: %s", run.info.run_name, split, e)
+            continue
+        out[f"{split}/ap"], out[f"{split}/ar"] = tuple(b.ap), tuple(b.ar)
+    return out
+
+
+def run_result(client: Any, run: Any, n_boot: int) -> RunResult:
+    """One MLflow cell run → :class:`~mdfnet.report.tables.RunResult` (intervals computed here)."""
+    p = run.data.params
+    metrics = {k: float(v) for k, v in run.data.metrics.items() if math.isfinite(float(v))}
+    return RunResult(run.info.run_id, run.info.run_name, p.get("cell", run.info.run_name),
+                     int(float(p.get("seed", 0))), {k: p.get(k, "") for k in LABEL_KEYS}, metrics,
+                     intervals(client, run, n_boot))
+
+
+def history(client: Any, run_id: str, key: str) -> list[tuple[float, float]]:
+    """``(epoch, value)`` of a per-epoch metric (the ``epoch`` metric logged at the same step)."""
+    epochs = {m.step: m.value for m in client.get_metric_history(run_id, "epoch")}
+    return sorted((epochs.get(m.step, float(m.step)), m.value) for m in client.get_metric_history(run_id, key))
+
+
+__all__ = ["KEYS", "Experiment", "ReportError", "download_json", "find_runs", "history", "intervals",
+           "run_result", "scoring"]

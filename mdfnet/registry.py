@@ -72,6 +72,14 @@ def register_champion(client: MlflowClient, model_name: str, model_uri: str, run
         if cur_ap is None and current.tags.get("mdfnet.val_ap") is not None:
             cur_ap = float(current.tags["mdfnet.val_ap"])
 
+    again = _registered(client, model_name, model_uri, run_id)
+    if again is not None:  # a retried register task: the version exists and its decision was taken
+        log.info("register %s: %s of run %s is already v%s; nothing added", model_name, model_uri, run_id,
+                 again.version)
+        holder = champion_version(client, model_name, alias)
+        return ChampionDecision(model_name, str(again.version), run_id, holder == str(again.version),
+                                again.tags.get("mdfnet.champion_reason", "registered before"), val_ap,
+                                holder if holder != str(again.version) else None, cur_ap)
     mv = mlflow.register_model(model_uri, model_name, tags={"mdfnet.val_ap": repr(val_ap), "mdfnet.metric": metric})
     if not math.isfinite(val_ap):
         promoted, reason = False, f"candidate {metric} is {val_ap}: not comparable, {alias} unchanged"
@@ -93,6 +101,20 @@ def register_champion(client: MlflowClient, model_name: str, model_uri: str, run
     log.info("register %s v%s: %s", model_name, mv.version, reason)
     return ChampionDecision(model_name, str(mv.version), run_id, promoted, reason, val_ap,
                             str(current.version) if current is not None else None, cur_ap)
+
+
+def _registered(client: MlflowClient, model_name: str, model_uri: str, run_id: str) -> Any | None:
+    """The version of ``model_name`` already registered from ``model_uri`` of run ``run_id``, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    model_id = model_uri.removeprefix("models:/")
+    same = [v for v in versions if v.source in (model_uri, f"models:/{model_id}") or getattr(v, "model_id", None)
+            == model_id]
+    return min(same, key=lambda v: int(v.version)) if same else None
 
 
 def champion_version(client: MlflowClient, model_name: str, alias: str = CHAMPION_ALIAS) -> str | None:

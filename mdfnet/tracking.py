@@ -203,6 +203,8 @@ class PipelineRun:
 def start_pipeline_run(client: MlflowClient, experiment: str, run_name: str, tags: dict[str, Any]) -> PipelineRun:
     """Create (``self`` mode) or find (``kfp-plugin`` mode) the pipeline run and set ``tags`` on it.
 
+    ``self`` mode reuses the run of the same KFP run (tag ``kfp.run_id``) when a retried task asks again.
+
     In plugin mode the pipeline run is the parent of ``MLFLOW_RUN_ID`` (KFP's run for this task); if that
     run has no parent it is used itself. Nothing is created in plugin mode.
     """
@@ -215,13 +217,36 @@ def start_pipeline_run(client: MlflowClient, experiment: str, run_name: str, tag
             client.set_tag(parent_id, k, v)
         return PipelineRun(run.info.experiment_id, parent_id, "kfp-plugin")
     exp_id = get_or_create_experiment(client, experiment)
+    existing = _find_run(client, exp_id, {TAG_ROLE: "pipeline", "kfp.run_id": tags.get("kfp.run_id", "")})
+    if existing is not None:  # a retried task of the same KFP run: the same pipeline run, reopened
+        _reopen(client, existing, tags)
+        return PipelineRun(exp_id, existing.info.run_id, "self")
     run = client.create_run(exp_id, run_name=run_name, tags={**tags, TAG_ROLE: "pipeline", TAG_MODE: "self"})
     return PipelineRun(exp_id, run.info.run_id, "self")
 
 
+def _find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> Any | None:
+    """The oldest run of the experiment with all ``tags`` (None if a value is empty or nothing matches)."""
+    if not all(tags.values()):
+        return None
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time ASC"],
+                              max_results=1)
+    return runs[0] if runs else None
+
+
+def _reopen(client: MlflowClient, run: Any, tags: dict[str, str]) -> None:
+    """Back to RUNNING (a retry follows a failure) with ``tags`` refreshed."""
+    if run.info.status != "RUNNING":
+        client.update_run(run.info.run_id, status="RUNNING")
+    for k, v in tags.items():
+        client.set_tag(run.info.run_id, k, v)
+
+
 def open_cell_run(client: MlflowClient, parent_run_id: str, run_name: str, tags: dict[str, Any]) -> str:
-    """Run id of a cell run: ``MLFLOW_RUN_ID`` renamed to ``run_name`` (plugin mode) or a new run nested under
-    ``parent_run_id`` (``self`` mode). ``tags`` are set either way."""
+    """Run id of a cell run: ``MLFLOW_RUN_ID`` renamed to ``run_name`` (plugin mode) or the run ``run_name`` nested
+    under ``parent_run_id`` (``self`` mode: created, or reopened when a retried task asks again). ``tags`` are set
+    either way."""
     tags = {k: str(v) for k, v in tags.items()}
     task_run = plugin_run_id()
     if task_run:
@@ -231,6 +256,11 @@ def open_cell_run(client: MlflowClient, parent_run_id: str, run_name: str, tags:
             client.set_tag(task_run, k, v)
         return task_run
     parent = _get_run(client, parent_run_id)
+    existing = _find_run(client, parent.info.experiment_id, {TAG_PARENT: parent_run_id, TAG_ROLE: "cell",
+                                                             TAG_RUN_NAME: run_name})
+    if existing is not None:  # a retried train task: the same cell run, one continuous history
+        _reopen(client, existing, tags)
+        return existing.info.run_id
     run = client.create_run(parent.info.experiment_id, run_name=run_name,
                             tags={**tags, TAG_PARENT: parent_run_id, TAG_ROLE: "cell", TAG_MODE: "self"})
     return run.info.run_id

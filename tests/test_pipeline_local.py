@@ -24,7 +24,26 @@ def env(tmp_path, monkeypatch):
     for k in (tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for k, v in FAKE_SECRETS.items():  # what the credentials Secret puts into every task: it must leak nowhere
+        monkeypatch.setenv(k, v)
     return tmp_path
+
+
+FAKE_SECRETS = {"AWS_ACCESS_KEY_ID": "MDFNETFAKEKEYID4242", "AWS_SECRET_ACCESS_KEY": "mdfnet-fake-secret-9f3a7c",
+                "MLFLOW_TRACKING_TOKEN": "mdfnet-fake-token-51e2"}
+"""Recognisable fake credentials (nothing here reaches S3 or an MLflow server: sources and the store are local)."""
+
+
+def _assert_no_secret_written(root: Path, output: str) -> int:
+    """No fake credential in any file under ``root`` (kfp root, task logs and outputs, mlflow.db, artefacts) nor in
+    the console output; returns the number of files scanned."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    for secret in FAKE_SECRETS.values():
+        assert secret not in output
+        needle = secret.encode()
+        leaked = [str(p) for p in files if needle in p.read_bytes()]
+        assert not leaked, f"{secret!r} written to {leaked}"
+    return len(files)
 
 
 def _pipeline_and_cell_runs(client, experiment_id: str) -> tuple[list, list]:
@@ -52,7 +71,7 @@ def _assert_cell_runs_comparable_and_complete(client, cells: list, experiment_id
     assert sorted(m.source_run_id for m in logged) == sorted(r.info.run_id for r in cells)
 
 
-def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capsys):
+def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capfd):
     from mdfnet.data.synthetic import generate
     from mdfnet.pipeline.grids import grid_cells, load_grids
     from pipelines.run_local import run_local
@@ -107,3 +126,4 @@ def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capsys):
     assert client.get_run(second.pipeline_run_id).data.tags["mdfnet.champion_version"] == "1"
     assert len(client.search_runs([first.experiment_id], f"tags.`{tracking.TAG_ROLE}` = 'cell'")) == 4 + n_cells
     assert os.environ[tracking.ENV_TRACKING_URI] == first.tracking_uri
+    assert _assert_no_secret_written(env, "".join(capfd.readouterr())) > 100

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,9 @@ from mdfnet.pipeline.sources import StepError, fetch_source
 log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"
+DURABLE_CHECKPOINT = "checkpoints/last.pt"
+"""Where the train step keeps each epoch's checkpoint in the cell run's artefacts (the artefact store, S3 on a
+cluster: durable across a preempted pod); a retried train task of the same cell run resumes from it."""
 """File in a train step's model folder: the grid item, its run id, model URI and training summary."""
 
 
@@ -139,7 +143,9 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
     out_dir = Path(out_dir)
     with _failing_marks(client, run_id):
         logger.log_params({"cell": it.cell, "grid": it.grid, **{k: it.labels[k] for k in LABEL_KEYS}})
-        res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None)
+        resume = _resume_point(client, run_id, out_dir)
+        res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None, resume=resume,
+                    on_checkpoint=lambda last: logger.log_artifact(last, DURABLE_CHECKPOINT.rsplit("/", 1)[0]))
         save_config(cfg, out_dir / "config.yaml")
         logger.log_artifact(out_dir / "config.yaml", "config")
         best = res.best_checkpoint or res.last_checkpoint
@@ -149,6 +155,26 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
             "mode": tracking.tracking_mode()}
     (out_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
     return info
+
+
+def _resume_point(client: Any, run_id: str, out_dir: Path) -> bool:
+    """A retried train task (same cell run): fetch the durable ``checkpoints/last.pt`` of the run into ``out_dir``
+    (unless it is there already) and resume from it; False for a first attempt."""
+    last = out_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        return True
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
+            got = Path(client.download_artifacts(run_id, DURABLE_CHECKPOINT, tmp))
+            last.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(got, last)
+    except (MlflowException, OSError) as e:
+        log.debug("no durable checkpoint in run %s: %s", run_id, e)
+        return False
+    log.info("cell run %s was interrupted: resuming from its durable %s", run_id, DURABLE_CHECKPOINT)
+    return True
 
 
 def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, batch_size: int = 4,
@@ -184,7 +210,8 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
         metrics.update(_attribution(model, cfg, data_dir, out_dir, batch_size))
         (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, **summary}, indent=2))
         logger = tracking.MlflowLogger(info["run_id"], client)
-        logger.log_metrics(metrics, step=int(info.get("steps") or 0))
+        logged = client.get_run(info["run_id"]).data.metrics  # a retried evaluate task logs nothing twice
+        logger.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != v}, step=int(info.get("steps") or 0))
         logger.log_artifact(out_dir, "evaluation")
     tracking.finish_run(client, info["run_id"])
     (out_dir / "plots.html").write_text(plots_html(plots, f"{info['run_name']}: test split"))

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,10 +258,13 @@ def _loader(ds: MDFDataset, cfg: TrainConfig, device: torch.device) -> DataLoade
 
 
 def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: MetricLogger | None = None,
-          max_steps: int | None = None, resume: bool = False) -> TrainResult:
+          max_steps: int | None = None, resume: bool = False,
+          on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
     """Train ``cfg`` on ``data_dir``'s train split, validate on its val split, write ``out_dir`` (run folder:
     :mod:`mdfnet.training.checkpoint`). ``max_steps``: stop after that many optimiser steps in total (counting
-    steps before a resume), then validate and checkpoint. ``resume``: continue from ``checkpoints/last.pt``."""
+    steps before a resume), then validate and checkpoint. ``resume``: continue from ``checkpoints/last.pt``.
+    ``on_checkpoint(last.pt)``: called after each epoch's checkpoint and metrics (the pipeline copies it to durable
+    storage there, so a preempted task resumes from it)."""
     logger = logger or NullLogger()
     out_dir = Path(out_dir)
     last_path, best_path = out_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "best.pt"
@@ -280,6 +284,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
         if improved:
             atomic_copy(last_path, best_path)
         logger.log_metrics(metrics, step=state.step)
+        if on_checkpoint is not None:
+            on_checkpoint(last_path)
         log.info("epoch %.2f step %d: loss %.4f%s", metrics["epoch"], state.step,
                  metrics.get("train/loss_total", math.nan),
                  f", val AP {metrics['val/ap']:.4f}" if "val/ap" in metrics else "")

@@ -1,0 +1,96 @@
+"""Every step is safe to retry (KFP retries a failed task; GPU pools preempt): a preempted train task resumes in
+the same MLflow cell run from its durable checkpoint and ends with the weights of an uninterrupted run; a retried
+expand_grid, evaluate or register adds no second pipeline run, metric entry or model version."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from mdfnet import tracking
+from mdfnet.pipeline import steps
+
+TINY = ["model.backbone=mobilenet_v3_small", "model.backbone_stride=8", "model.use_mask=false",
+        "model.anchor_sizes=[8,16,32,64]", "model.box_batch_size_per_image=32", "train.batch_size=2",
+        "train.epochs=3", "train.num_workers=0", "train.device=cpu", "train.progress=false", "train.lr=0.01",
+        "eval.train_ap_images=0", "eval.attribution_repeats=0"]
+GRID = {"one": {"name": "one", "base": TINY, "cells": [{"name": "mdf", "set": ["model.variant=mdf"]}]}}
+
+
+class Preempted(Exception):
+    """Stands for the pod being killed (the process dies; nothing after this point runs)."""
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    old = {k: os.environ.get(k) for k in (tracking.ENV_TRACKING_URI, tracking.ENV_RUN_ID)}
+    os.environ[tracking.ENV_TRACKING_URI] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    os.environ.pop(tracking.ENV_RUN_ID, None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tracking.configure()
+    torch.set_num_threads(threads)
+    for k, v in old.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _item(client, data, kfp_run_id: str) -> dict:
+    return steps.expand_grid(GRID, "one", [0], [], data, "retries", f"run-{kfp_run_id}", kfp_run_id=kfp_run_id,
+                             client=client)[0]
+
+
+def _weights(out_dir) -> dict[str, torch.Tensor]:
+    return torch.load(out_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def test_preempted_train_resumes_in_the_same_cell_run_with_the_same_weights(client, tiny_preprocessed, tmp_path,
+                                                                           monkeypatch):
+    reference = steps.train_step(_item(client, tiny_preprocessed, "reference"), tiny_preprocessed, tmp_path / "ref",
+                                 client=client)
+    item = _item(client, tiny_preprocessed, "preempted")
+    upload = tracking.MlflowLogger.log_artifact
+    uploads = []
+
+    def upload_then_die(self, path, artifact_path=None):
+        upload(self, path, artifact_path)
+        if artifact_path == "checkpoints":
+            uploads.append(path)
+            raise Preempted("pod killed after epoch 1's checkpoint reached the artefact store")
+
+    monkeypatch.setattr(tracking.MlflowLogger, "log_artifact", upload_then_die)
+    with pytest.raises(Preempted):
+        steps.train_step(item, tiny_preprocessed, tmp_path / "attempt1", client=client)
+    monkeypatch.setattr(tracking.MlflowLogger, "log_artifact", upload)
+    assert len(uploads) == 1
+    # the retry runs in a fresh pod: a new, empty output folder; only the artefact store remembers
+    retried = steps.train_step(item, tiny_preprocessed, tmp_path / "attempt2", client=client)
+
+    assert retried["run_id"] != reference["run_id"]
+    cells = client.search_runs([retried["experiment_id"]], f"tags.`{tracking.TAG_PARENT}` = '{item['parent_run_id']}'")
+    assert [r.info.run_id for r in cells] == [retried["run_id"]]  # one cell run, reopened, not a FAILED twin
+    assert cells[0].info.status == "RUNNING"  # the evaluate step ends it
+    epochs = [m.value for m in client.get_metric_history(retried["run_id"], "epoch")]
+    assert sorted(epochs) == [1.0, 2.0, 3.0]  # one continuous history: epoch 1 from attempt 1, 2-3 from the retry
+    ref, got = _weights(tmp_path / "ref"), _weights(tmp_path / "attempt2")
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_retried_grid_evaluate_and_register_add_nothing(client, tiny_preprocessed, tmp_path):
+    first = _item(client, tiny_preprocessed, "kfp-42")
+    again = _item(client, tiny_preprocessed, "kfp-42")
+    assert again["parent_run_id"] == first["parent_run_id"]  # the same pipeline run, reused
+    pipelines = client.search_runs([first["experiment_id"]], "tags.`kfp.run_id` = 'kfp-42'")
+    assert len(pipelines) == 1
+
+    steps.train_step(first, tiny_preprocessed, tmp_path / "m", client=client)
+    summary = steps.evaluate_step(tmp_path / "m", tiny_preprocessed, tmp_path / "e1", client=client)
+    steps.evaluate_step(tmp_path / "m", tiny_preprocessed, tmp_path / "e2", client=client)
+    history = client.get_metric_history(summary["run_id"], tracking.SELECTION_METRIC)
+    assert len(history) == 1
+
+    one = steps.register(summary, "retried-model", client=client)
+    two = steps.register(summary, "retried-model", client=client)
+    assert one["version"] == two["version"] == "1" and two["champion_version"] == "1"
+    assert len(client.search_model_versions("name = 'retried-model'")) == 1

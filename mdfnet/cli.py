@@ -31,12 +31,15 @@ def synth(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     image_size: Annotated[int, typer.Option("--image-size", help="Typical side of the JPEGs (px); each side is drawn in 0.75-1.25x of it.")] = 256,
     tables_only: Annotated[bool, typer.Option("--tables-only", help="Skip images (benchmark scale).")] = False,
+    layout: Annotated[str, typer.Option("--layout", help="physionet (the four downloads side by side) or mimic-eye "
+                                        "(per-patient folders); same seed, same cohort.")] = "physionet",
 ) -> None:
     """Write synthetic MIMIC-Eye-shaped sources (REFLACX, MIMIC-CXR-JPG, MIMIC-IV, MIMIC-IV-ED)."""
     from mdfnet.data.synthetic import generate
 
     try:
-        summary = generate(source_dir, n_studies=studies, seed=seed, image_size=image_size, tables_only=tables_only)
+        summary = generate(source_dir, n_studies=studies, seed=seed, image_size=image_size, tables_only=tables_only,
+                           layout=layout)
     except ValueError as e:
         _fail(str(e))
     for k, v in summary.items():
@@ -45,23 +48,23 @@ def synth(
 
 @app.command()
 def join(
-    source_dir: Annotated[Path, typer.Argument(help="Root holding reflacx/, mimic-cxr-jpg/, mimic-iv/, mimic-iv-ed/.")],
+    source_dir: Annotated[Path, typer.Argument(help="Root holding reflacx/, mimic-cxr-jpg/, mimic-iv/, mimic-iv-ed/ "
+                                               "(PhysioNet layout) or patient_<subject_id>/ folders (MIMIC-Eye).")],
     out_dir: Annotated[Path, typer.Argument(help="Output folder for instances/boxes/exclusions.")],
     keep_negatives: Annotated[
         bool, typer.Option("--keep-negatives/--drop-negatives", help="Keep readings with no box of the 5 classes.")
     ] = True,
     min_certainty: Annotated[int, typer.Option("--min-certainty", help="Drop ellipses with certainty below this (1-5).")] = 1,
     check_images: Annotated[bool, typer.Option("--check-images/--no-check-images")] = True,
+    layout: Annotated[str, typer.Option("--layout", help="auto (detect), physionet or mimic-eye.")] = "auto",
 ) -> None:
     """Join REFLACX readings with CXR metadata, patients, ED stays and triage; itemise exclusions."""
-    from mdfnet.data.join import JoinError
     from mdfnet.data.join import join as run_join
 
     try:
-        result = run_join(
-            source_dir, out_dir, keep_negatives=keep_negatives, min_certainty=min_certainty, check_images=check_images
-        )
-    except (JoinError, FileNotFoundError) as e:
+        result = run_join(source_dir, out_dir, keep_negatives=keep_negatives, min_certainty=min_certainty,
+                          check_images=check_images, layout=layout)
+    except (ValueError, FileNotFoundError) as e:  # JoinError is a ValueError
         _fail(str(e))
     typer.echo(result.summary_table())
 
@@ -252,6 +255,43 @@ def predict_cmd(
         from mdfnet.serving.draw import draw_detections
 
         typer.echo(f"wrote {draw_detections(data_bytes, detections, out)}", err=True)
+
+
+# ---------------------------------------------------------------- report (reporting area)
+@app.command("report")
+def report_cmd(
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment of the pipeline runs.")],
+    pipeline_run: Annotated[str | None, typer.Option("--pipeline-run", help="One pipeline run's id (default: all "
+                                                     "runs of the experiment).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, report.html and the PNGs.")] = Path("report"),
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                     help="MLflow store (default: ./mlflow.db).")] = None,
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model whose champion gets the "
+                                                   "attribution (default: the best run).")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples per run and split.")] = 200,
+    attribution_data: Annotated[Path | None, typer.Option("--attribution-data", help="Preprocessed folder: compute "
+                                                          "the champion's clinical attribution here if its run has "
+                                                          "none (needs torch).")] = None,
+    attribution_repeats: Annotated[int, typer.Option("--attribution-repeats", min=1)] = 5,
+) -> None:
+    """The paper's tables and figures from tracked runs: variants, fusion, backbones, feature sets (mean ± sd over
+    seeds, 95 % bootstrap intervals, the paper's numbers), per lesion, IoBB sweep, generalisation, correlation,
+    clinical attribution."""
+    import os
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    from mdfnet import tracking
+    from mdfnet.report import ReportError, build_report
+
+    try:
+        report = build_report(tracking.configure(), experiment, out, pipeline_run=pipeline_run, n_boot=bootstrap,
+                              model_name=model_name, attribution_data=attribution_data,
+                              attribution_repeats=attribution_repeats)
+    except ReportError as e:
+        _fail(str(e))
+    typer.echo(f"{len(report.cells)} cells; wrote {out / 'report.md'}, {out / 'report.html'} and "
+               f"{len(report.files) - 2} figure(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

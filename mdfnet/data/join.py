@@ -1,5 +1,8 @@
 """Join REFLACX readings with MIMIC-CXR-JPG metadata, MIMIC-IV patients and MIMIC-IV-ED stays/triage.
 
+The tables come from the four PhysioNet downloads or from MIMIC-Eye's per-patient folders (detected or chosen
+with ``layout``; readers in :mod:`mdfnet.data.sources`); the rules below are the same for both.
+
 Join rule (one row per kept REFLACX reading):
 
 1. reading → CXR metadata on ``dicom_id`` (its ``subject_id`` must agree with REFLACX's); frontal views only
@@ -26,7 +29,6 @@ Every input reading is either kept or excluded with exactly one reason (the firs
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shutil
@@ -35,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from mdfnet.data import schema
-from mdfnet.data.io import SourceError, find_patients_table, read_table, require_table
+from mdfnet.data.io import JoinError, SourceError
+from mdfnet.data.sources import BOX_COLUMNS, Source, open_source, read_ellipses
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,8 @@ INSTANCE_COLUMNS: tuple[str, ...] = (
     "reflacx_id", "reflacx_phase", "dicom_id", "subject_id", "study_id", "stay_id", "image_path", "image_width",
     "image_height", "study_datetime", "reflacx_split", "gender", "age", *schema.TRIAGE_FEATURES,
 )
-BOX_COLUMNS: tuple[str, ...] = ("reflacx_id", "label", "xmin", "ymin", "xmax", "ymax", "certainty")
-
-
-class JoinError(ValueError):
-    """The sources cannot be joined (bad values); the message names the file, row and value."""
+__all__ = ["BOX_COLUMNS", "INSTANCE_COLUMNS", "REASONS", "JoinError", "JoinResult", "image_root", "join",
+           "match_stays", "parse_study_datetime"]
 
 
 @dataclass
@@ -94,67 +93,7 @@ class JoinResult:
         return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- readers
-def read_reflacx_metadata(source_dir: Path) -> pd.DataFrame:
-    """All ``metadata_phase_*.csv`` rows with a ``reflacx_phase`` column; at least one phase must exist."""
-    frames = []
-    for phase in schema.REFLACX_PHASES:
-        path = schema.find_table(source_dir, schema.reflacx_metadata_path(phase))
-        if path is None:
-            continue
-        cols = ("id", "split", "dicom_id", "subject_id", "image_size_x", "image_size_y")
-        df = read_table(path, cols, {"id": pa.string(), "dicom_id": pa.string(), "split": pa.string()})
-        df["reflacx_phase"] = phase
-        frames.append(df)
-    if not frames:
-        raise SourceError(f"no REFLACX metadata_phase_{{1,2,3}}.csv under {Path(source_dir) / schema.REFLACX_DIR}")
-    return pd.concat(frames, ignore_index=True).rename(columns={"id": "reflacx_id", "split": "reflacx_split"})
-
-
-_TRUE = {"true", "1", "1.0", "t", "yes"}
-
-
-def read_ellipses(source_dir: Path, reflacx_ids: list[str]) -> tuple[pd.DataFrame, set[str]]:
-    """Boxes of the 5 classes for the given readings, and the set of ids whose ellipses file is missing.
-
-    Uses the csv module (≈20× faster than one ``pd.read_csv`` per small file at 3k files).
-    """
-    rows: list[tuple] = []
-    missing: set[str] = set()
-    for rid in reflacx_ids:
-        path = Path(source_dir) / schema.ellipses_path(rid)
-        if not path.is_file():
-            missing.add(rid)
-            continue
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                continue  # empty file = no ellipses
-            idx = {name: i for i, name in enumerate(header)}
-            lack = [c for c in schema.REFLACX_ELLIPSE_COLUMNS if c not in idx]
-            if lack:
-                raise JoinError(f"{path}: missing column(s) {lack}; found {header}")
-            label_cols = [(idx[n], schema.LABEL_SYNONYMS[n]) for n in header if n in schema.LABEL_SYNONYMS]
-            for line_no, rec in enumerate(reader, start=2):
-                if not rec:
-                    continue
-                try:
-                    coords = [float(rec[idx[c]]) for c in ("xmin", "ymin", "xmax", "ymax")]
-                    certainty = int(float(rec[idx["certainty"]]))
-                except (ValueError, IndexError) as e:
-                    raise JoinError(f"{path}, line {line_no}: bad coordinate/certainty value ({e}): {rec}") from e
-                seen = set()
-                for col, label in label_cols:
-                    if label not in seen and rec[col].strip().lower() in _TRUE:
-                        seen.add(label)
-                        rows.append((rid, label, *coords, certainty))
-    boxes = pd.DataFrame(rows, columns=list(BOX_COLUMNS))
-    boxes = boxes.astype({"xmin": "float64", "ymin": "float64", "xmax": "float64", "ymax": "float64",
-                          "certainty": "int64"})
-    return boxes, missing
-
-
+# ----------------------------------------------------------------------------- join rules
 def parse_study_datetime(study_date: pd.Series, study_time: pd.Series) -> pd.Series:
     """``StudyDate`` YYYYMMDD (int) + ``StudyTime`` HHMMSS.fff (float, not zero-padded) → datetime64.
 
@@ -234,30 +173,32 @@ def join(
     min_certainty: int = 1,
     check_images: bool = True,
     copy_images: bool = False,
+    layout: str = "auto",
 ) -> JoinResult:
     """Join the four sources; write ``instances.parquet``, ``boxes.parquet``, ``exclusions.csv``,
     ``excluded.parquet`` and ``join_meta.json`` into ``out_dir``.
 
-    ``check_images=False`` skips opening the JPEGs (tables-only benchmarks); sizes then come from the CXR
-    metadata. ``copy_images=True`` copies (hard-links where possible) the kept JPEGs into ``out_dir/images`` so
-    the output is self-contained (used when steps run in different pods). The steps of the module docstring
-    run in order, each excluding the readings it cannot join (:class:`_Excluder`).
+    ``layout``: "physionet" (the four downloads), "mimic-eye" (per-patient folders) or "auto" (detected; see
+    :func:`mdfnet.data.sources.open_source`); both give the same tables, so the same join. ``check_images=False``
+    skips opening the JPEGs (tables-only benchmarks); sizes then come from the CXR metadata. ``copy_images=True``
+    copies (hard-links where possible) the kept JPEGs into ``out_dir/images`` so the output is self-contained
+    (used when steps run in different pods). The steps of the module docstring run in order, each excluding the
+    readings it cannot join (:class:`_Excluder`).
     """
     source_dir, out_dir = Path(source_dir), Path(out_dir)
-    if not source_dir.is_dir():
-        raise SourceError(f"source directory {source_dir} does not exist")
     if not 1 <= min_certainty <= 5:
         raise JoinError(f"min_certainty must be in 1..5, got {min_certainty}")
+    source = open_source(source_dir, layout)
     ex = _Excluder()
-    readings = read_reflacx_metadata(source_dir)
+    readings = source.readings()
     n_input = len(readings)
     readings = ex.take(readings, readings["reflacx_id"].duplicated(keep="first"), R_DUPLICATE)
-    boxes, missing = read_ellipses(source_dir, readings["reflacx_id"].tolist())
+    boxes, missing = read_ellipses(source.ellipse_paths(readings), readings["reflacx_id"].tolist())
     readings = ex.take(readings, readings["reflacx_id"].isin(missing), R_NO_ELLIPSES)
-    readings = _with_cxr(readings, source_dir, ex)
-    readings = _with_patient(readings, source_dir, ex)
-    readings = _with_stay_and_triage(readings, source_dir, ex)
-    readings = _with_image(readings, source_dir, check_images, ex)
+    readings = _with_cxr(readings, source, ex)
+    readings = _with_patient(readings, source, ex)
+    readings = _with_stay_and_triage(readings, source, ex)
+    readings = _with_image(readings, source, check_images, ex)
     boxes, box_report = _clean_boxes(boxes, readings, min_certainty)
     if not keep_negatives:
         readings = ex.take(readings, ~readings["reflacx_id"].isin(boxes["reflacx_id"]), R_NEGATIVE)
@@ -269,23 +210,20 @@ def join(
     excluded = ex.frame()
     if len(instances) + len(excluded) != n_input:  # invariant: every reading kept or excluded once
         raise AssertionError(f"join lost readings: kept {len(instances)} + excluded {len(excluded)} != {n_input}")
-    meta = {"keep_negatives": keep_negatives, "min_certainty": min_certainty, "check_images": check_images,
-            "n_input": n_input, "n_kept": len(instances), "n_boxes": len(boxes), "box_report": box_report,
+    meta = {"layout": source.layout, "keep_negatives": keep_negatives, "min_certainty": min_certainty,
+            "check_images": check_images, "n_input": n_input, "n_kept": len(instances), "n_boxes": len(boxes),
+            "box_report": box_report,
             "stay_rule": "latest intime among stays containing the study; tie -> smallest stay_id"}
     exclusions = _write(out_dir, source_dir, copy_images, instances, boxes, excluded, meta)
     result = JoinResult(out_dir, n_input, len(instances), exclusions, len(boxes), box_report)
-    log.info("join: %d readings in, %d kept, %d excluded, %d boxes", n_input, result.n_kept, result.n_excluded,
-             len(boxes))
+    log.info("join (%s layout): %d readings in, %d kept, %d excluded, %d boxes", source.layout, n_input,
+             result.n_kept, result.n_excluded, len(boxes))
     return result
 
 
-def _with_cxr(readings: pd.DataFrame, source_dir: Path, ex: _Excluder) -> pd.DataFrame:
+def _with_cxr(readings: pd.DataFrame, source: Source, ex: _Excluder) -> pd.DataFrame:
     """Step 1-2: CXR metadata on ``dicom_id`` (same subject, frontal view) and the study datetime."""
-    cxr = read_table(
-        require_table(source_dir, schema.CXR_METADATA),
-        ("dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime"),
-        {"dicom_id": pa.string(), "ViewPosition": pa.string(), "StudyTime": pa.float64(), "StudyDate": pa.int64()},
-    ).drop_duplicates("dicom_id")
+    cxr = source.cxr().drop_duplicates("dicom_id")
     readings = readings.merge(cxr.rename(columns={"subject_id": "cxr_subject_id"}), on="dicom_id", how="left")
     readings = ex.take(readings, readings["study_id"].isna(), R_NO_CXR)
     readings = ex.take(readings, readings["cxr_subject_id"] != readings["subject_id"], R_SUBJECT)
@@ -294,46 +232,38 @@ def _with_cxr(readings: pd.DataFrame, source_dir: Path, ex: _Excluder) -> pd.Dat
     return ex.take(readings, readings["study_datetime"].isna(), R_BAD_DATETIME)
 
 
-def _with_patient(readings: pd.DataFrame, source_dir: Path, ex: _Excluder) -> pd.DataFrame:
+def _with_patient(readings: pd.DataFrame, source: Source, ex: _Excluder) -> pd.DataFrame:
     """Step 3: the patient on ``subject_id`` and the age at the study."""
-    patients = read_table(
-        find_patients_table(source_dir), ("subject_id", "gender", "anchor_age", "anchor_year"), {"gender": pa.string()}
-    ).drop_duplicates("subject_id")
+    patients = source.patients().drop_duplicates("subject_id")
     readings = readings.merge(patients, on="subject_id", how="left")
     readings = ex.take(readings, readings["anchor_age"].isna(), R_NO_PATIENT)
     readings["age"] = readings["anchor_age"] + (readings["study_datetime"].dt.year - readings["anchor_year"])
     return readings
 
 
-def _with_stay_and_triage(readings: pd.DataFrame, source_dir: Path, ex: _Excluder) -> pd.DataFrame:
+def _with_stay_and_triage(readings: pd.DataFrame, source: Source, ex: _Excluder) -> pd.DataFrame:
     """Steps 4-5: the ED stay containing the study (:func:`match_stays`) and its triage row."""
-    stays = read_table(
-        require_table(source_dir, schema.EDSTAYS), ("subject_id", "stay_id", "intime", "outtime"),
-        {"intime": pa.timestamp("us"), "outtime": pa.timestamp("us")},
-    )
+    stays = source.stays()
     stays = stays[stays["subject_id"].isin(readings["subject_id"].unique())]
     readings = readings.reset_index(drop=True)
     readings["stay_id"] = match_stays(readings, stays)
     readings = ex.take(readings, readings["stay_id"].isna(), R_NO_STAY)
     readings["stay_id"] = readings["stay_id"].astype("int64")
-    triage = read_table(
-        require_table(source_dir, schema.TRIAGE), ("stay_id", *schema.TRIAGE_FEATURES),
-        {"pain": pa.string(), **{c: pa.float64() for c in schema.TRIAGE_FEATURES if c != "pain"}},
-    ).drop_duplicates("stay_id")
+    triage = source.triage().drop_duplicates("stay_id")
     triage["_has_triage"] = True
     readings = readings.merge(triage, on="stay_id", how="left")
     return ex.take(readings, readings["_has_triage"].isna(), R_NO_TRIAGE)
 
 
-def _with_image(readings: pd.DataFrame, source_dir: Path, check_images: bool, ex: _Excluder) -> pd.DataFrame:
-    """Step 6: the JPEG's path; it must exist, decode and have REFLACX's size (without ``check_images`` the
-    sizes come from the CXR metadata)."""
+def _with_image(readings: pd.DataFrame, source: Source, check_images: bool, ex: _Excluder) -> pd.DataFrame:
+    """Step 6: the JPEG's path (relative to the source folder, as the layout has it); it must exist, decode and
+    have REFLACX's size (without ``check_images`` the sizes come from the CXR metadata)."""
     readings["image_path"] = [
-        f"{schema.CXR_DIR}/{schema.cxr_image_relpath(s, t, d)}"
+        source.image_relpath(s, t, d)
         for s, t, d in zip(readings["subject_id"], readings["study_id"], readings["dicom_id"], strict=True)
     ]
     if check_images:
-        exists, w, h = _image_sizes(source_dir, readings["image_path"])
+        exists, w, h = _image_sizes(source.root, readings["image_path"])
         readings["image_width"], readings["image_height"] = w, h
         readings = ex.take(readings, ~exists, R_NO_IMAGE)
         readings = ex.take(readings, readings["image_width"] < 0, R_BAD_IMAGE)

@@ -13,6 +13,20 @@ SOURCE_DIR/
   mimic-iv-ed/ed/triage.csv[.gz]
 ```
 Every table may be plain ``.csv`` or ``.csv.gz``.
+
+The same tables in the MIMIC-Eye layout (one folder per patient; see :mod:`mdfnet.data.sources.mimic_eye` for what
+was confirmed about it):
+
+```
+SOURCE_DIR/
+  patient_<subject_id>/Core/patients.csv                  (or Hosp/patients.csv; or spreadsheets/Hosp/patients.csv)
+  patient_<subject_id>/ED/edstays.csv
+  patient_<subject_id>/ED/triage.csv
+  patient_<subject_id>/CXR-JPG/cxr_meta.csv
+  patient_<subject_id>/CXR-JPG/s<study_id>/<dicom_id>.jpg
+  patient_<subject_id>/REFLACX/metadata.csv                (the three phases merged)
+  patient_<subject_id>/REFLACX/main_data/<reflacx_id>/anomaly_location_ellipses.csv   (or REFLACX/<reflacx_id>/)
+```
 """
 
 from __future__ import annotations
@@ -113,6 +127,38 @@ CXR_METADATA = "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv"
 PATIENTS_CANDIDATES: tuple[str, ...] = ("mimic-iv/hosp/patients.csv", "mimic-iv/core/patients.csv")
 EDSTAYS = "mimic-iv-ed/ed/edstays.csv"
 TRIAGE = "mimic-iv-ed/ed/triage.csv"
+
+
+# ---------------------------------------------------------------- MIMIC-Eye layout (relative to a patient folder)
+LAYOUTS: tuple[str, ...] = ("physionet", "mimic-eye")
+"""Source layouts: the four PhysioNet downloads side by side, or MIMIC-Eye's per-patient folders."""
+MIMIC_EYE_PATIENT_PREFIX = "patient_"
+MIMIC_EYE_REFLACX_METADATA = "REFLACX/metadata.csv"
+MIMIC_EYE_ELLIPSE_DIRS: tuple[str, ...] = ("REFLACX/main_data", "REFLACX")
+"""Where a reading's folder may be, in the order looked up (the authors' code has used both)."""
+MIMIC_EYE_CXR_METADATA = "CXR-JPG/cxr_meta.csv"
+MIMIC_EYE_PATIENTS_CANDIDATES: tuple[str, ...] = ("Core/patients.csv", "Hosp/patients.csv")
+MIMIC_EYE_SHARED_PATIENTS = "spreadsheets/Hosp/patients.csv"
+"""Relative to SOURCE_DIR: MIMIC-Eye's copy of the whole MIMIC-IV ``patients`` table."""
+MIMIC_EYE_EDSTAYS = "ED/edstays.csv"
+MIMIC_EYE_TRIAGE = "ED/triage.csv"
+
+
+def mimic_eye_patient_dir(subject_id: int) -> str:
+    return f"{MIMIC_EYE_PATIENT_PREFIX}{int(subject_id)}"
+
+
+def image_relpath(layout: str, subject_id: int, study_id: int, dicom_id: str) -> str:
+    """Path of a CXR JPEG relative to SOURCE_DIR in ``layout`` (one of :data:`LAYOUTS`)."""
+    if layout == "mimic-eye":
+        return f"{mimic_eye_patient_dir(subject_id)}/CXR-JPG/s{int(study_id)}/{dicom_id}.jpg"
+    if layout == "physionet":
+        return f"{CXR_DIR}/{cxr_image_relpath(subject_id, study_id, dicom_id)}"
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def mimic_eye_ellipses_path(subject_id: int, reflacx_id: str, folder: str = MIMIC_EYE_ELLIPSE_DIRS[0]) -> str:
+    return f"{mimic_eye_patient_dir(subject_id)}/{folder}/{reflacx_id}/anomaly_location_ellipses.csv"
 
 
 def reflacx_metadata_path(phase: int) -> str:

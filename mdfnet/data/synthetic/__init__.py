@@ -121,6 +121,13 @@ One seed gives identical bytes (values rounded before writing, shortest-repr flo
 generator per image); tables are ``.csv.gz`` for the CXR metadata, patients and ED stays (as downloaded), plain
 ``.csv`` for triage and REFLACX.
 Writing into an existing tree replaces each table (its ``.csv``/``.csv.gz`` twin is removed).
+
+Layouts
+=======
+``layout="physionet"`` (default) writes the four downloads side by side; ``layout="mimic-eye"`` writes the same
+cohort (same seed → same rows, readings and pixels) as MIMIC-Eye's ``patient_<subject_id>/`` folders
+(:mod:`mdfnet.data.synthetic.mimic_eye`): only REFLACX patients get a folder, so the background population is not
+written, and the join gives the same instances and boxes from either tree (``tests/test_mimic_eye.py``).
 """
 
 from mdfnet.data.synthetic.clinical import (

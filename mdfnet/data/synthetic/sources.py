@@ -31,6 +31,7 @@ from mdfnet.data.synthetic.ehr import (
     sample_patients,
 )
 from mdfnet.data.synthetic.geometry import Lesion, sample_anatomy, sample_lesion_geometry
+from mdfnet.data.synthetic.mimic_eye import write_mimic_eye
 from mdfnet.data.synthetic.reflacx import Reading, lesion_matrix, sample_readings, sample_studies
 from mdfnet.data.synthetic.writers import write_images, write_reflacx, write_table
 
@@ -53,8 +54,12 @@ class Scale:
 
 
 def generate(source_dir: str | Path, n_studies: int, seed: int, image_size: int = 256,
-             tables_only: bool = False) -> dict[str, int]:
+             tables_only: bool = False, layout: str = "physionet") -> dict[str, int]:
     """Write the four synthetic source trees under ``source_dir``; return row/file counts.
+
+    ``layout`` "physionet" writes the four downloads side by side; "mimic-eye" the same cohort (same seed, same
+    rows and pixels) in MIMIC-Eye's per-patient folders (:mod:`mdfnet.data.synthetic.mimic_eye`), which the join
+    turns into the same instances and boxes.
 
     ``n_studies`` = number of REFLACX images (1..200000); ``image_size`` = typical side of the JPEGs (≥ 32 px;
     each side is drawn in [0.75, 1.25]× it); ``tables_only`` skips the JPEGs and writes MIMIC-scale background
@@ -66,6 +71,8 @@ def generate(source_dir: str | Path, n_studies: int, seed: int, image_size: int 
         raise ValueError(f"n_studies must be an int in [1, 200000], got {n_studies!r}")
     if not isinstance(image_size, (int, np.integer)) or image_size < 32:
         raise ValueError(f"image_size must be an int >= 32 (px), got {image_size!r}")
+    if layout not in schema.LAYOUTS:
+        raise ValueError(f"layout must be one of {schema.LAYOUTS}, got {layout!r}")
     root = Path(source_dir)
     root.mkdir(parents=True, exist_ok=True)
     ss_core, ss_bg, ss_geo, ss_img = np.random.SeedSequence(int(seed)).spawn(4)
@@ -82,20 +89,32 @@ def generate(source_dir: str | Path, n_studies: int, seed: int, image_size: int 
     edstays = _edstays(rng_bg, stays, patients)
     cxr = cxr_rows(rng_bg, studies, patients, stays, dicoms, study_ids, bg_view, bg_lateral, image_size)
 
-    write_reflacx(root, studies, readings)
-    write_table(cxr.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable"),
-                root / schema.CXR_METADATA, gz=True)
-    write_table(patients.sort_values("subject_id", kind="stable")[list(schema.PATIENTS_COLUMNS)],
-                root / schema.PATIENTS_CANDIDATES[0], gz=True)
-    write_table(edstays.sort_values(["subject_id", "intime", "stay_id"], kind="stable"), root / schema.EDSTAYS,
-                gz=True)
-    write_table(triage.sort_values(["subject_id", "stay_id"], kind="stable"), root / schema.TRIAGE, gz=False)
-    jpegs = 0 if tables_only else write_images(root, studies, geometry, ss_img)
+    _write_tables(root, layout, studies, readings, cxr=cxr, patients=patients, edstays=edstays, triage=triage)
+    jpegs = 0 if tables_only else write_images(root, studies, geometry, ss_img, layout)
 
     summary = _summary(studies, readings, tables_only, jpegs, patients=len(patients), reflacx_patients=n_rp,
                        ed_stays=len(stays), triage_rows=len(triage), cxr_rows=len(cxr))
     log.info("synthetic sources in %s: %s", root, summary)
     return summary
+
+
+def _write_tables(root: Path, layout: str, studies: pd.DataFrame, readings: list[Reading],
+                  **tables: pd.DataFrame) -> None:
+    """The tables (not the JPEGs) in ``layout``; each sorted the same way in both layouts."""
+    cxr = tables["cxr"].sort_values(["subject_id", "study_id", "dicom_id"], kind="stable").reset_index(drop=True)
+    patients = tables["patients"].sort_values("subject_id", kind="stable")[list(schema.PATIENTS_COLUMNS)]
+    edstays = tables["edstays"].sort_values(["subject_id", "intime", "stay_id"], kind="stable")
+    triage = tables["triage"].sort_values(["subject_id", "stay_id"], kind="stable")
+    patients, edstays, triage = (df.reset_index(drop=True) for df in (patients, edstays, triage))
+    if layout == "mimic-eye":
+        n = write_mimic_eye(root, studies, readings, cxr, patients, edstays, triage)
+        log.info("MIMIC-Eye layout: %d patient folders", n)
+        return
+    write_reflacx(root, studies, readings)
+    write_table(cxr, root / schema.CXR_METADATA, gz=True)
+    write_table(patients, root / schema.PATIENTS_CANDIDATES[0], gz=True)
+    write_table(edstays, root / schema.EDSTAYS, gz=True)
+    write_table(triage, root / schema.TRIAGE, gz=False)
 
 
 def _reflacx_images(rng: np.random.Generator, rng_geo: np.random.Generator, patients: pd.DataFrame, n_studies: int,

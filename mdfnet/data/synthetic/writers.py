@@ -41,14 +41,24 @@ def _csv_field(values: pd.Series) -> np.ndarray:
     return out
 
 
+def csv_lines(df: pd.DataFrame, index: bool = False) -> tuple[str, list[str]]:
+    """``df`` as a CSV header line and one text line per row (no line ends; a quoted field may hold one);
+    ``index=True`` adds pandas' index as a first column with an empty name, as ``to_csv()`` writes it."""
+    if index:
+        df = pd.concat([pd.DataFrame({"": df.index.to_numpy()}, index=df.index), df], axis=1)
+    header = ",".join(_csv_field(pd.Series(df.columns.astype(str), dtype=object)))
+    if len(df) == 0:
+        return header, []
+    cols = [_csv_field(df.iloc[:, i]) for i in range(df.shape[1])]
+    return header, list(map(",".join, zip(*cols, strict=True)))
+
+
 def csv_bytes(df: pd.DataFrame) -> bytes:
     """``df`` as CSV bytes (no index, ``\\n`` line ends), the same text as ``df.to_csv(index=False)`` for the
     column types used here, built column-wise (≈10× faster than ``to_csv`` at 450k rows)."""
-    header = ",".join(_csv_field(pd.Series(df.columns.astype(str), dtype=object)))
-    if len(df) == 0:
-        return (header + "\n").encode()
-    cols = [_csv_field(df[c]) for c in df.columns]
-    return (header + "\n" + "\n".join(map(",".join, zip(*cols, strict=True))) + "\n").encode()
+    header, lines = csv_lines(df)
+    body = "\n".join(lines) + "\n" if lines else ""
+    return (header + "\n" + body).encode()
 
 
 def write_table(df: pd.DataFrame, path: Path, gz: bool) -> Path:
@@ -78,8 +88,9 @@ def _ellipses_text(reading: Reading) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reflacx(root: Path, studies: pd.DataFrame, readings: list[Reading]) -> None:
-    """``metadata_phase_{1,2,3}.csv`` and one ``anomaly_location_ellipses.csv`` per reading."""
+def reflacx_metadata_frames(studies: pd.DataFrame, readings: list[Reading]) -> dict[int, pd.DataFrame]:
+    """The ``metadata_phase_{1,2,3}.csv`` tables (rows in reading order; a label column holds the reading's
+    maximum certainty for that label, 0 = absent)."""
     rows: dict[int, list[dict]] = {1: [], 2: [], 3: []}
     for r in readings:
         st = studies.iloc[r.image]
@@ -95,26 +106,37 @@ def write_reflacx(root: Path, studies: pd.DataFrame, readings: list[Reading]) ->
             "dicom_id": st["dicom_id"], "subject_id": int(st["subject_id"]),
             "image_size_x": int(st["width"]), "image_size_y": int(st["height"]), **cert,
         })
-        path = root / schema.ellipses_path(r.reflacx_id)
+    return {phase: pd.DataFrame(rows[phase], columns=[
+        *schema.REFLACX_METADATA_COLUMNS,
+        *(schema.REFLACX_PHASE3_LABELS if phase == 3 else schema.REFLACX_PHASE12_LABELS)]) for phase in rows}
+
+
+def write_ellipses(root: Path, readings: list[Reading], relpaths: list[str]) -> None:
+    """One ``anomaly_location_ellipses.csv`` per reading, at ``root / relpaths[i]``."""
+    for r, rel in zip(readings, relpaths, strict=True):
+        path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(_ellipses_text(r))
-    for phase in schema.REFLACX_PHASES:
-        labels = schema.REFLACX_PHASE3_LABELS if phase == 3 else schema.REFLACX_PHASE12_LABELS
-        df = pd.DataFrame(rows[phase], columns=[*schema.REFLACX_METADATA_COLUMNS, *labels])
+
+
+def write_reflacx(root: Path, studies: pd.DataFrame, readings: list[Reading]) -> None:
+    """``metadata_phase_{1,2,3}.csv`` and one ``anomaly_location_ellipses.csv`` per reading (PhysioNet layout)."""
+    write_ellipses(root, readings, [schema.ellipses_path(r.reflacx_id) for r in readings])
+    for phase, df in reflacx_metadata_frames(studies, readings).items():
         write_table(df, root / schema.reflacx_metadata_path(phase), gz=False)
 
 
 def write_images(root: Path, studies: pd.DataFrame, geometry: list[list[Lesion]],
-                  seed_seq: np.random.SeedSequence) -> int:
-    """One JPEG per REFLACX image except the ``no_image`` ones; each image has its own child generator."""
+                 seed_seq: np.random.SeedSequence, layout: str = "physionet") -> int:
+    """One JPEG per REFLACX image except the ``no_image`` ones, where ``layout`` keeps them; each image has its own
+    child generator (so both layouts get the same pixels)."""
     from tqdm import tqdm
 
     seeds = seed_seq.spawn(len(studies))
     written = 0
     for i in tqdm(range(len(studies)), desc="synthetic CXR images", unit="img", disable=None):
         st = studies.iloc[i]
-        path = root / schema.CXR_DIR / schema.cxr_image_relpath(int(st["subject_id"]), int(st["study_id"]),
-                                                                st["dicom_id"])
+        path = root / schema.image_relpath(layout, int(st["subject_id"]), int(st["study_id"]), st["dicom_id"])
         if st["role"] == "no_image":
             path.unlink(missing_ok=True)
             continue

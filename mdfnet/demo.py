@@ -88,11 +88,26 @@ def write_example(out: Path) -> tuple[Path, Path] | None:
     folder.mkdir(parents=True, exist_ok=True)
     image = folder / f"{row['reflacx_id']}.jpg"
     image.write_bytes((image_root(joined[-1]) / row["image_path"]).read_bytes())
-    values = {f: (None if pd.isna(v := row[f"raw_{f}"]) else (v.item() if hasattr(v, "item") else v))
-              for f in schema.ALL_FEATURES}
+    values = {f: _typed(f, row[f"raw_{f}"]) for f in schema.ALL_FEATURES}
     clinical = folder / "clinical.json"
     clinical.write_text(json.dumps(values, indent=2))
     return image, clinical
+
+
+def _typed(field: str, value):
+    """A raw source value as a person would type it in JSON: numbers as numbers (triage tables are read as
+    text), pain and gender as text, missing as null."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if field in ("pain", "gender"):
+        return str(value)
+    try:
+        number = float(value)
+    except ValueError:
+        return str(value)
+    return int(number) if number.is_integer() and field in ("age", "acuity") else number
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

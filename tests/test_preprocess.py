@@ -131,9 +131,9 @@ def test_stats_unchanged_when_only_test_rows_change(tiny_joined, tmp_path):
         (changed / f.name).write_bytes(f.read_bytes())
     mod = inst.copy()
     sel = mod["reflacx_id"].isin(test_ids)
-    mod.loc[sel, "temperature"] = 104.0
+    mod.loc[sel, "temperature"] = "104.0"  # joined triage values are text, as in the source
     mod.loc[sel, "age"] = 90
-    mod.loc[sel, "heartrate"] = np.nan
+    mod.loc[sel, "heartrate"] = None
     mod.to_parquet(changed / "instances.parquet", index=False)
     b = preprocess(changed, tmp_path / "b", cfg)
     ja = json.loads((a.out_dir / "preprocessing.json").read_text())["transform"]

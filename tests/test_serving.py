@@ -224,7 +224,7 @@ def test_demo_example_is_a_test_study_with_its_raw_triage(tiny_joined, tiny_prep
     assert image.read_bytes() == (image_root(tiny_joined) / row["image_path"]).read_bytes()
     values = json.loads(clinical.read_text())
     assert values["pain"] == (None if pd.isna(row["raw_pain"]) else row["raw_pain"])
-    assert values["age"] == row["raw_age"]
+    assert values["age"] == row["raw_age"] and values["temperature"] == float(row["raw_temperature"])
     clean_request(request_frame([{"image": encode_image(image.read_bytes()), **values}]))
 
 

@@ -2,6 +2,8 @@
 
 Rules, applied in this order:
 
+- numeric features given as text (triage tables are read as text, so one odd cell never stops a join): parsed;
+  what is not a number ("n/a", "12 bpm") → missing, counted;
 - ``pain`` (free text in MIMIC-IV-ED): a number → that number; a range "a-b" → its midpoint ("8-10" → 9);
   anything else ("UA", "unable", "", "Critical" …) → missing;
 - ``temperature``: values in [25, 45] are taken as °C (a °C value in the °F field) and converted to °F;
@@ -53,6 +55,20 @@ def parse_pain(values: pd.Series) -> tuple[pd.Series, dict[str, int]]:
     return out.set_axis(values.index), counts
 
 
+def _empty(values: pd.Series) -> pd.Series:
+    """Missing or blank text."""
+    return values.isna() | (values.astype("string").str.strip() == "")
+
+
+def _to_numbers(values: pd.Series) -> tuple[pd.Series, int]:
+    """A column as float64 (text such as ``" 98.6 "`` parsed; ``"n/a"``, ``"12 bpm"`` → NaN) and how many non-blank
+    values were not numbers. Numeric columns pass through unchanged."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64"), 0
+    parsed = pd.to_numeric(values.astype("string").str.strip(), errors="coerce").astype("float64")
+    return parsed, int((parsed.isna() & ~_empty(values)).sum())
+
+
 def clean_clinical(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clean the 9 numeric features and gender of ``df``; return (cleaned copy, report).
 
@@ -65,14 +81,19 @@ def clean_clinical(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if missing_cols:
         raise KeyError(f"clinical columns {missing_cols} missing; found {list(out.columns)}")
 
-    raw_missing = {c: int(out[c].isna().sum()) for c in schema.NUMERIC_FEATURES}
-    raw_missing["pain"] = int((out["pain"].isna() | (out["pain"].astype("string").str.strip() == "")).sum())
+    raw_missing: dict[str, int] = {}
+    for c in schema.NUMERIC_FEATURES:
+        raw_missing[c] = int(_empty(out[c]).sum())
     pain, pain_counts = parse_pain(out["pain"])
     out["pain"] = pain
     rows += [("pain", rule, n) for rule, n in pain_counts.items()]
 
     for c in schema.NUMERIC_FEATURES:
-        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+        if c == "pain":
+            continue
+        values, not_numbers = _to_numbers(out[c])
+        out[c] = values
+        rows.append((c, "not a number -> missing", not_numbers))
 
     t = out["temperature"]
     celsius = t.between(*CELSIUS_RANGE)

@@ -10,7 +10,8 @@ cxr         ``dicom_id`` str, ``subject_id``, ``study_id`` int64, ``ViewPosition
             ``StudyDate`` int64, ``StudyTime`` float64 (HHMMSS.fff, not zero-padded)
 patients    ``subject_id`` int64, ``gender`` str, ``anchor_age``, ``anchor_year`` int64
 stays       ``subject_id``, ``stay_id`` int64, ``intime``, ``outtime`` datetime64[us]
-triage      ``stay_id`` int64, the 8 :data:`~mdfnet.data.schema.TRIAGE_FEATURES` (float64; ``pain`` str)
+triage      ``stay_id`` int64, the 8 :data:`~mdfnet.data.schema.TRIAGE_FEATURES` as text (parsed and counted by
+            :func:`mdfnet.data.clean.clean_clinical`: a stray ``":"`` must not stop the join)
 boxes       ``reflacx_id`` str, ``label`` (one of the 5 classes), ``xmin ymin xmax ymax`` float64 (original image
             pixels), ``certainty`` int64 — one row per ellipse and class it marks
 ==========  ================================================================================================
@@ -62,7 +63,7 @@ PATIENTS = TableSpec("patients", ("subject_id", "gender", "anchor_age", "anchor_
 STAYS = TableSpec("ED stays", ("subject_id", "stay_id", "intime", "outtime"), "stay_id",
                   {"intime": pa.timestamp("us"), "outtime": pa.timestamp("us")})
 TRIAGE = TableSpec("triage", ("stay_id", *schema.TRIAGE_FEATURES), "stay_id",
-                   {"pain": pa.string(), **{c: pa.float64() for c in schema.TRIAGE_FEATURES if c != "pain"}})
+                   {c: pa.string() for c in schema.TRIAGE_FEATURES})  # as written: preprocess's cleaning parses
 
 
 def readings_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -46,6 +46,7 @@ from mdfnet.data.sources import BOX_COLUMNS, Source, open_source, read_ellipses
 log = logging.getLogger(__name__)
 
 R_DUPLICATE = "duplicate reading id"
+R_UNSAFE_ID = "reflacx or dicom id not a plain name (would leave the data root)"
 R_NO_ELLIPSES = "no ellipses file"
 R_NO_CXR = "no CXR metadata"
 R_SUBJECT = "subject_id differs from CXR metadata"
@@ -59,7 +60,7 @@ R_BAD_IMAGE = "unreadable image"
 R_SIZE = "image size differs from REFLACX metadata"
 R_NEGATIVE = "no box of the 5 classes"
 REASONS: tuple[str, ...] = (
-    R_DUPLICATE, R_NO_ELLIPSES, R_NO_CXR, R_SUBJECT, R_NOT_FRONTAL, R_BAD_DATETIME, R_NO_PATIENT, R_NO_STAY,
+    R_DUPLICATE, R_UNSAFE_ID, R_NO_ELLIPSES, R_NO_CXR, R_SUBJECT, R_NOT_FRONTAL, R_BAD_DATETIME, R_NO_PATIENT, R_NO_STAY,
     R_NO_TRIAGE, R_NO_IMAGE, R_BAD_IMAGE, R_SIZE, R_NEGATIVE,
 )
 """Exclusion reasons in the order they are checked."""
@@ -145,6 +146,12 @@ class _Excluder:
         return pd.concat(self.parts, ignore_index=True)
 
 
+def _plain_name(ids: pd.Series) -> pd.Series:
+    """Ids usable as one path component: letters, digits, ``.``, ``_``, ``-``, not starting with a dot (no
+    ``..``, no ``/``): the join builds file paths from them."""
+    return ids.astype("string").str.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*").fillna(False).astype(bool)
+
+
 def _decoded_size(path: Path) -> tuple[bool, int, int]:
     """(exists, width, height) of one image; the whole file is decoded (at a reduced JPEG scale: cheap) with the
     decoder ``preprocess`` caches with, so a truncated or corrupt file is caught here; -1 when it fails."""
@@ -200,6 +207,8 @@ def join(
     readings = source.readings()
     n_input = len(readings)
     readings = ex.take(readings, readings["reflacx_id"].duplicated(keep="first"), R_DUPLICATE)
+    readings = ex.take(readings, ~(_plain_name(readings["reflacx_id"]) & _plain_name(readings["dicom_id"])),
+                       R_UNSAFE_ID)
     boxes, missing = read_ellipses(source.ellipse_paths(readings), readings["reflacx_id"].tolist())
     readings = ex.take(readings, readings["reflacx_id"].isin(missing), R_NO_ELLIPSES)
     readings = _with_cxr(readings, source, ex)

@@ -14,6 +14,37 @@ class StepError(RuntimeError):
     """A step got inputs it cannot use; the message names the value and what was expected."""
 
 
+S3_MAX_ATTEMPTS_ENV = "MDFNET_S3_MAX_ATTEMPTS"
+
+
+def _s3_client(endpoint: str | None):
+    """boto3 S3 client with retries and exponential backoff (standard mode; ``$MDFNET_S3_MAX_ATTEMPTS``, default 8
+    attempts) and short connect timeouts, so an endpoint that is briefly away is waited for, not failed on."""
+    import boto3
+    from botocore.config import Config
+
+    attempts = int(os.environ.get(S3_MAX_ATTEMPTS_ENV) or 8)
+    return boto3.client("s3", endpoint_url=endpoint, config=Config(
+        retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60))
+
+
+def _download_prefix(s3, bucket: str, prefix: str, dest: Path) -> int:
+    """Every object under ``prefix`` into ``dest``; a key that would land outside ``dest`` is refused."""
+    root, n = dest.resolve(), 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if key.endswith("/"):
+                continue
+            target = (dest / key[len(prefix):]).resolve()
+            if not target.is_relative_to(root):
+                raise StepError(f"s3://{bucket}/{key}: the key leaves the download folder; refused")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, key, str(target))
+            n += 1
+    return n
+
+
 def fetch_source(uri: str, dest: str | Path) -> Path:
     """Local folder → itself; ``s3://bucket/prefix`` → every object under the prefix downloaded to ``dest``.
 
@@ -28,24 +59,18 @@ def fetch_source(uri: str, dest: str | Path) -> Path:
         return path
     if parsed.scheme != "s3" or not parsed.netloc:
         raise StepError(f"source {uri!r}: unsupported scheme {parsed.scheme!r}; expected a local path or s3://bucket/prefix")
-    import boto3
-
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
-    s3 = boto3.client("s3", endpoint_url=endpoint)
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     dest = Path(dest)
-    n = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            if key.endswith("/"):
-                continue
-            target = dest / key[len(prefix):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, key, str(target))
-            n += 1
+    try:
+        n = _download_prefix(_s3_client(endpoint), bucket, prefix, dest)
+    except StepError:
+        raise
+    except Exception as e:  # noqa: BLE001 - botocore's errors: unreachable endpoint, denied, no such bucket …
+        raise StepError(f"source {uri!r}: S3 at {endpoint or 'AWS (default endpoint)'} failed after retries: "
+                        f"{type(e).__name__}: {e}") from e
     if n == 0:
         raise StepError(f"source {uri!r} holds no objects (bucket {bucket!r}, prefix {prefix!r})")
     log.info("downloaded %d objects from %s to %s", n, uri, dest)

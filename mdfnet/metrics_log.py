@@ -6,16 +6,21 @@ The library never imports a tracking package: training takes any object with the
 - :class:`JsonlLogger`: appends one JSON object per line to a file (``RUN_DIR/metrics.jsonl``):
   ``{"kind": "params", "params": {...}}``, ``{"kind": "metrics", "step": 12, "metrics": {"train/loss_total": 1.2}}``
   or ``{"kind": "artifact", "path": "...", "artifact_path": null}`` (artifacts are recorded, not copied);
-- the MLflow logger (``mdfnet.tracking``) implements the same interface.
+- the MLflow logger (``mdfnet.tracking``) implements the same interface; its metrics go through a
+  :class:`Backlog`, so a tracking server that is away does not stop training and loses nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class MetricLogger:
@@ -110,3 +115,34 @@ def flatten_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+class Backlog:
+    """Items a back end could not take yet, kept in order and sent again before newer ones: nothing is dropped
+    while the server is away, and history stays in step order once it is back."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.items: list[Any] = []
+
+    def send(self, items: Sequence[Any], sender: Callable[[list[Any]], None]) -> bool:
+        """Queue ``items`` and try to send everything pending; True when nothing is pending afterwards."""
+        self.items.extend(items)
+        if not self.items:
+            return True
+        try:
+            sender(self.items)
+        except Exception as e:  # noqa: BLE001 - any transport or server error: keep the items, try again later
+            log.warning("%s: %d item(s) kept to send later (%s: %s)", self.what, len(self.items), type(e).__name__, e)
+            return False
+        self.items = []
+        return True
+
+    def drain(self, sender: Callable[[list[Any]], None], attempts: int = 5, backoff_s: float = 2.0) -> None:
+        """Send what is pending, retrying with exponential backoff; raises ``RuntimeError`` naming what is left."""
+        for k in range(attempts):
+            if self.send((), sender):
+                return
+            if k + 1 < attempts:
+                time.sleep(backoff_s * 2**k)
+        raise RuntimeError(f"{self.what}: {len(self.items)} item(s) could not be sent after {attempts} attempts")

@@ -62,18 +62,17 @@ functions) so that ``import mdfnet.tracking`` stays cheap.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
-from mdfnet.metrics_log import MetricLogger, flatten_params
+from mdfnet.metrics_log import Backlog, MetricLogger, flatten_params
+from mdfnet.provenance import dataset_fingerprint, git_sha  # noqa: F401 (tracking.* names)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -290,8 +289,10 @@ class MlflowLogger(MetricLogger):
 
     Params are flattened (``{"model": {"fusion": "sum"}}`` → ``model.fusion``) and stringified; re-logging a
     param with the same value is a no-op, with another value an error naming the key (MLflow params are
-    immutable). Metrics keep their names and step; artefacts may be files or folders. ``close()`` does not end
-    the run: run lifetimes belong to the step (or to KFP) that owns the run.
+    immutable). Metrics keep their names and step; artefacts may be files or folders. Params and metrics that
+    cannot reach the server are kept in order (:class:`~mdfnet.metrics_log.Backlog`) and sent with the next call
+    that gets through, or by ``flush()``/``close()`` (retried with backoff, then a :class:`TrackingError`).
+    ``close()`` does not end the run: run lifetimes belong to the step (or to KFP) that owns the run.
     """
 
     def __init__(self, run_id: str, client: MlflowClient | None = None) -> None:
@@ -299,6 +300,8 @@ class MlflowLogger(MetricLogger):
         self.run_id = run_id
         self._params: dict[str, str] = dict(_get_run(self.client, run_id).data.params)
         self._closed = False
+        self._metrics = Backlog(f"metrics of MLflow run {run_id} at {self.client.tracking_uri}")
+        self._pending_params = Backlog(f"params of MLflow run {run_id} at {self.client.tracking_uri}")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -316,18 +319,23 @@ class MlflowLogger(MetricLogger):
                 new[k] = value
             elif old != value:
                 raise TrackingError(f"param {k!r} of run {self.run_id} is already {old!r}; cannot change it to {value!r}")
-        if new:
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in new.items()])
-            self._params.update(new)
+        self._params.update(new)
+        self._pending_params.send([Param(k, v) for k, v in new.items()], self._send_params)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         self._check_open()
         ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+        self._metrics.send([Metric(k, float(v), ts, int(step)) for k, v in metrics.items()], self._send_metrics)
+
+    def _send_params(self, params: list[Any]) -> None:
+        for i in range(0, len(params), 100):  # MLflow's log_batch limit for params
+            self.client.log_batch(self.run_id, params=params[i:i + 100])
+
+    def _send_metrics(self, metrics: list[Any]) -> None:
+        for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._check_open()
@@ -339,6 +347,18 @@ class MlflowLogger(MetricLogger):
         else:
             raise TrackingError(f"artifact {str(p)!r} does not exist")
 
+    def try_log_artifact(self, path: str | Path, artifact_path: str | None = None) -> bool:
+        """:meth:`log_artifact` that warns instead of raising when the store is away (a checkpoint copy: the
+        next one, or the final model, is uploaded when it is back)."""
+        try:
+            self.log_artifact(path, artifact_path)
+        except TrackingError:
+            raise
+        except Exception as e:  # noqa: BLE001 - transport/server errors only; a missing file raised above
+            log.warning("run %s: %s not uploaded yet (%s: %s)", self.run_id, path, type(e).__name__, e)
+            return False
+        return True
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
@@ -346,38 +366,16 @@ class MlflowLogger(MetricLogger):
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def flush(self) -> None:
+        """Send the metrics kept while the server was away (retried with backoff); a :class:`TrackingError`
+        names the run and the count if they still cannot be sent."""
+        try:
+            self._pending_params.drain(self._send_params)
+            self._metrics.drain(self._send_metrics)
+        except RuntimeError as e:
+            raise TrackingError(str(e)) from e
+
     def close(self) -> None:
+        if not self._closed:
+            self.flush()
         self._closed = True
-
-
-# ------------------------------------------------------------------------------------------ provenance
-def dataset_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 over every file of a dataset folder (sorted relative paths, sizes and bytes) → 64 hex chars.
-
-    Independent of where the folder lives and of file times; any byte or file-name change changes it.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise TrackingError(f"dataset folder {str(root)!r} does not exist")
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = f.relative_to(root).as_posix()
-        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
-        with f.open("rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    return h.hexdigest()
-
-
-def git_sha(repo: str | Path | None = None) -> str:
-    """``MDFNET_GIT_SHA`` (baked into images at build time) or ``git rev-parse HEAD`` of ``repo``; else ``unknown``."""
-    env = os.environ.get("MDFNET_GIT_SHA")
-    if env:
-        return env
-    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else "unknown"

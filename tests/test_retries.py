@@ -19,7 +19,7 @@ TINY = ["model.backbone=mobilenet_v3_small", "model.backbone_stride=8", "model.u
 GRID = {"one": {"name": "one", "base": TINY, "cells": [{"name": "mdf", "set": ["model.variant=mdf"]}]}}
 
 
-class Preempted(Exception):
+class Preempted(BaseException):  # like SystemExit: not an error a step could handle
     """Stands for the pod being killed (the process dies; nothing after this point runs)."""
 
 

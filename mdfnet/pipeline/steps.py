@@ -145,7 +145,8 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
         logger.log_params({"cell": it.cell, "grid": it.grid, **{k: it.labels[k] for k in LABEL_KEYS}})
         resume = _resume_point(client, run_id, out_dir)
         res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None, resume=resume,
-                    on_checkpoint=lambda last: logger.log_artifact(last, DURABLE_CHECKPOINT.rsplit("/", 1)[0]))
+                    on_checkpoint=lambda last: logger.try_log_artifact(last, DURABLE_CHECKPOINT.rsplit("/", 1)[0]))
+        logger.flush()  # metrics kept while the tracking server was away are sent now (or the step fails, named)
         save_config(cfg, out_dir / "config.yaml")
         logger.log_artifact(out_dir / "config.yaml", "config")
         best = res.best_checkpoint or res.last_checkpoint

@@ -106,10 +106,8 @@ def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capfd):
     assert "mdfnet.report_error" not in parent.data.tags
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.md", "report/report.html", "report/correlation.png"} <= report, report
-    for r in cells:
+    for r in cells:  # (the evaluate step's attribution: test_retries.py; tiny keeps it off for speed)
         assert client.get_metric_history(r.info.run_id, "train/ap"), r.info.run_name
-        names = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
-        assert ("evaluation/attribution.json" in names) == (r.data.params["variant"] == "mdf"), (r.info.run_name, names)
 
     # a strictly worse model: nothing passes score threshold 1.0, so its validation AP is 0, below the champion's
     champ_ap = client.get_run(client.get_model_version_by_alias("e2e-model", "champion").run_id).data.metrics[

@@ -17,6 +17,8 @@ TINY = ["model.backbone=mobilenet_v3_small", "model.backbone_stride=8", "model.u
         "train.epochs=3", "train.num_workers=0", "train.device=cpu", "train.progress=false", "train.lr=0.01",
         "eval.train_ap_images=0", "eval.attribution_repeats=0"]
 GRID = {"one": {"name": "one", "base": TINY, "cells": [{"name": "mdf", "set": ["model.variant=mdf"]}]}}
+ATTRIBUTED = {"one": {"name": "one", "base": [*TINY, "eval.attribution_repeats=1"],
+                      "cells": [{"name": "mdf", "set": ["model.variant=mdf"]}]}}
 
 
 class Preempted(BaseException):  # like SystemExit: not an error a step could handle
@@ -36,8 +38,8 @@ def client(tmp_path_factory):
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def _item(client, data, kfp_run_id: str) -> dict:
-    return steps.expand_grid(GRID, "one", [0], [], data, "retries", f"run-{kfp_run_id}", kfp_run_id=kfp_run_id,
+def _item(client, data, kfp_run_id: str, grids: dict = GRID) -> dict:
+    return steps.expand_grid(grids, "one", [0], [], data, "retries", f"run-{kfp_run_id}", kfp_run_id=kfp_run_id,
                              client=client)[0]
 
 
@@ -78,8 +80,8 @@ def test_preempted_train_resumes_in_the_same_cell_run_with_the_same_weights(clie
 
 
 def test_retried_grid_evaluate_and_register_add_nothing(client, tiny_preprocessed, tmp_path):
-    first = _item(client, tiny_preprocessed, "kfp-42")
-    again = _item(client, tiny_preprocessed, "kfp-42")
+    first = _item(client, tiny_preprocessed, "kfp-42", ATTRIBUTED)
+    again = _item(client, tiny_preprocessed, "kfp-42", ATTRIBUTED)
     assert again["parent_run_id"] == first["parent_run_id"]  # the same pipeline run, reused
     pipelines = client.search_runs([first["experiment_id"]], "tags.`kfp.run_id` = 'kfp-42'")
     assert len(pipelines) == 1
@@ -87,8 +89,9 @@ def test_retried_grid_evaluate_and_register_add_nothing(client, tiny_preprocesse
     steps.train_step(first, tiny_preprocessed, tmp_path / "m", client=client)
     summary = steps.evaluate_step(tmp_path / "m", tiny_preprocessed, tmp_path / "e1", client=client)
     steps.evaluate_step(tmp_path / "m", tiny_preprocessed, tmp_path / "e2", client=client)
-    history = client.get_metric_history(summary["run_id"], tracking.SELECTION_METRIC)
-    assert len(history) == 1
+    for key in (tracking.SELECTION_METRIC, "final/val/ap_train_medians", "final/val/importance/temperature"):
+        assert len(client.get_metric_history(summary["run_id"], key)) == 1, key  # attribution on: mdf + repeats 1
+    assert "evaluation/attribution.json" in {a.path for a in client.list_artifacts(summary["run_id"], "evaluation")}
 
     one = steps.register(summary, "retried-model", client=client)
     two = steps.register(summary, "retried-model", client=client)

@@ -161,15 +161,18 @@ def test_best_checkpoint_selected_on_val_ap_and_test_split_never_opened(tiny_pre
             self.ap, self.ar = ap, ap / 2
 
     def fake_evaluate(model, dataset, *args, **kwargs):
-        scored.append(dataset.split)
-        return FakeResult(next(scripted))
+        scored.append(f"{dataset.split}:{len(dataset)}")
+        return FakeResult(0.9 if dataset.split == "train" else next(scripted))
 
     monkeypatch.setattr(loop_mod, "MDFDataset", Recording)
     monkeypatch.setattr(loop_mod, "evaluate_split", fake_evaluate)
     res = train(tiny_cfg("train.batch_size=4", "train.epochs=3"), tiny_preprocessed, tmp_path)
     assert sorted(set(opened)) == ["train", "val"] and "test" not in opened
-    assert scored == ["val", "val", "val"]
+    n_val = len(real_dataset(tiny_preprocessed, "val"))
+    n_train = min(128, len(real_dataset(tiny_preprocessed, "train")))  # eval.train_ap_images (default 128)
+    assert scored == [f"val:{n_val}", f"train:{n_train}"] * 3  # train AP on a fixed subset, for the report
     assert [e["val/ap"] for e in res.history] == [0.1, 0.5, 0.3]
+    assert [e["train/ap"] for e in res.history] == [0.9] * 3
     assert (res.best_epoch, res.best_val_ap, res.steps, res.epochs_completed) == (2, 0.5, 6, 3)
     best, last = load(res.best_checkpoint), load(res.last_checkpoint)
     assert (best["step"], best["epoch"], best["best_epoch"], best["best_val_ap"]) == (4, 2, 2, 0.5)

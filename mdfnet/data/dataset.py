@@ -134,7 +134,7 @@ class SplitSubset(Dataset):
 
     def __init__(self, ds: MDFDataset, n: int) -> None:
         self.ds, self.n = ds, min(int(n), len(ds))
-        self.ids, self.image_size, self.classes = ds.ids[: self.n], ds.image_size, ds.classes
+        self.ids, self.image_size, self.classes, self.split = ds.ids[: self.n], ds.image_size, ds.classes, ds.split
 
     def __len__(self) -> int:
         return self.n

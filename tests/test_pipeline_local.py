@@ -84,7 +84,7 @@ def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capfd):
     first = run_local(env / "sources", env / "w", grid="tiny", seeds=seeds, experiment="e2e",
                       config_overrides=("train.epochs=1", "model.box_score_thresh=0.0",
                                         "model.box_detections_per_img=100"),
-                      registered_model="e2e-model", max_steps=3)
+                      registered_model="e2e-model", max_steps=3, parallelism=2)
 
     client = tracking.configure()
     parents, cells = _pipeline_and_cell_runs(client, first.experiment_id)

@@ -6,7 +6,7 @@
    the cache dir ``MDFNET_E2E_CACHE``, default ``/var/tmp/mdfnet-e2e``, so a second run reuses its layers;
    stopped by pid at the end; needs root);
 2. the Python base ``local/debian-python:bookworm`` from ``debootstrap`` (no public image registry is reachable
-   here; made once, then reused from the engine) and all 9 images by ``images/build.sh --registry local``;
+   here; made once, then reused from the engine) and all 10 images by ``images/build.sh --registry local``;
 3. a moto S3 server and an ``mlflow server`` (artefact store: a bucket of it) on loopback (``tests/servers.py``);
    32 synthetic studies (80 px) uploaded to ``s3://<bucket>/sources``;
 4. :func:`pipelines.run_local.run_local` with ``runner="docker"``: every task of grid ``tiny`` (1 seed, 3
@@ -17,7 +17,8 @@ The tests then check what only that path produces: MLflow runs, metrics and the 
 the cell runs' model and evaluation artefacts as objects in the bucket, the image tags on the pipeline run, and
 proof that the tasks ran in the images (the engine's container start events per image; the git commit baked
 into the images by ``build.sh``, while this process holds another ``MDFNET_GIT_SHA``; outputs owned by the
-images' uid 1000). If ``MDFNET_E2E_CONTAINERS=1`` and the engine cannot be had (no root, no ``dockerd``, it
+images' uid 1000), and the run's champion served by ``mdfnet-serve`` as the Helm chart runs it (uid 1000,
+read-only root filesystem). If ``MDFNET_E2E_CONTAINERS=1`` and the engine cannot be had (no root, no ``dockerd``, it
 fails to start) the tests FAIL with the reason and the engine's log: they never skip silently.
 
 The tests without the ``containers`` marker are fast unit tests of the docker runner's inputs (part of
@@ -59,7 +60,7 @@ def in_containers(test):
     """Marks of the container tests: ``containers``, opt-in skip, a generous time limit."""
     for mark in (
         pytest.mark.containers,
-        pytest.mark.timeout(3600),  # cold: debootstrap + 9 image builds + pipeline ≈ 10 min on 2 busy cores
+        pytest.mark.timeout(3600),  # cold: debootstrap + 10 image builds + pipeline ≈ 10 min on 2 busy cores
         pytest.mark.skipif(not ENABLED, reason="container end-to-end check is opt-in: run `make e2e` (sets "
                            "MDFNET_E2E_CONTAINERS=1; needs root or a working DOCKER_HOST; ~10 min cold, ~2 min "
                            "warm)"),

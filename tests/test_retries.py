@@ -97,3 +97,26 @@ def test_retried_grid_evaluate_and_register_add_nothing(client, tiny_preprocesse
     two = steps.register(summary, "retried-model", client=client)
     assert one["version"] == two["version"] == "1" and two["champion_version"] == "1"
     assert len(client.search_model_versions("name = 'retried-model'")) == 1
+
+
+def test_timed_checkpoints_mid_epoch_resume_exactly(tiny_preprocessed, tmp_path):
+    """``train.checkpoint_every_s``: a pod killed in the middle of an epoch loses only the steps since the last
+    timed checkpoint; resuming from it gives the weights and the epoch metrics of an uninterrupted run."""
+    from mdfnet.training import config_from_sources, train
+
+    cfg = config_from_sources(None, [*TINY, "train.epochs=2", "train.checkpoint_every_s=1e-9"])  # after every step
+    ref = train(cfg, tiny_preprocessed, tmp_path / "ref")
+    saves = []
+
+    def die_on_third(path):
+        saves.append(torch.load(path, map_location="cpu", weights_only=True)["step"])
+        if len(saves) == 3:
+            raise Preempted("killed mid-epoch, after step 3's checkpoint")
+
+    with pytest.raises(Preempted):
+        train(cfg, tiny_preprocessed, tmp_path / "run", on_checkpoint=die_on_third)
+    assert saves == [1, 2, 3]  # steps of epoch 1 (4 steps per epoch): mid-epoch checkpoints
+    resumed = train(cfg, tiny_preprocessed, tmp_path / "run", resume=True)
+    got, want = _weights(tmp_path / "run"), _weights(tmp_path / "ref")
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert [h["train/loss_total"] for h in resumed.history] == [h["train/loss_total"] for h in ref.history]

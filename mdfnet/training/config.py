@@ -35,6 +35,7 @@ class TrainSection:
     gamma: float = 0.1
     loss_weighting: str = "uncertainty"
     grad_clip_norm: float = 0.0
+    checkpoint_every_s: float = 600.0
     eval_every: int = 1
     num_workers: int = 2
     device: str = "auto"
@@ -48,7 +49,7 @@ class TrainSection:
                 raise ConfigError(f"train.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr: expected a positive number, got {self.lr!r}")
-        for key in ("momentum", "weight_decay", "grad_clip_norm", "num_workers"):
+        for key in ("momentum", "weight_decay", "grad_clip_norm", "num_workers", "checkpoint_every_s"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key}: expected a value >= 0, got {getattr(self, key)!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:

@@ -180,9 +180,10 @@ def _reached(state: TrainState, max_steps: int | None) -> bool:
 
 
 def run_epoch(parts: TrainParts, loader: DataLoader, cfg: TrainConfig, val_ds: MDFDataset, state: TrainState,
-              max_steps: int | None) -> tuple[dict[str, float], bool]:
+              max_steps: int | None, checkpoint: Callable[[], None] | None = None) -> tuple[dict[str, float], bool]:
     """Train (the rest of) epoch ``state.epoch`` or up to ``max_steps``, validate when due; returns the epoch's
-    metrics and whether the validation AP is the best so far."""
+    metrics and whether the validation AP is the best so far. ``checkpoint()`` is called mid-epoch every
+    ``train.checkpoint_every_s`` seconds (an exact resume point: the epoch's position and sums are in the state)."""
     t = cfg.train
     batches_per_epoch = math.ceil(len(loader.dataset) / t.batch_size)
     loader.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * t.batch_size)
@@ -191,12 +192,18 @@ def run_epoch(parts: TrainParts, loader: DataLoader, cfg: TrainConfig, val_ds: M
     t0 = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{t.epochs}", initial=state.batch_in_epoch,
                total=batches_per_epoch, disable=not t.progress, leave=False)
+    saved = time.monotonic()
     for batch in bar:
         losses, total = train_step(parts, batch, t.grad_clip_norm, state.step + 1)
         state.record_step(losses, total)
         bar.set_postfix(loss=f"{total:.3f}")
         if _reached(state, max_steps):
             break
+        if checkpoint is not None and t.checkpoint_every_s and time.monotonic() - saved >= t.checkpoint_every_s:
+            state.epoch_time += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            checkpoint()
+            saved = time.monotonic()
     bar.close()
     state.epoch_time += time.perf_counter() - t0
     epoch_done = state.batch_in_epoch >= batches_per_epoch
@@ -278,8 +285,14 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
     save_config(cfg, out_dir / "config.yaml")
     logger.log_params(flatten_params(to_dict(cfg)))
     meta, loader = _meta(train_ds, cfg), _loader(train_ds, cfg, parts.device)
+
+    def checkpoint() -> None:  # mid-epoch, on a timer (preemptible GPUs): the same file and hook as epoch ends
+        save_checkpoint(last_path, parts, state, cfg, meta)
+        if on_checkpoint is not None:
+            on_checkpoint(last_path)
+
     while state.epoch < cfg.train.epochs and not _reached(state, max_steps):
-        metrics, improved = run_epoch(parts, loader, cfg, val_ds, state, max_steps)
+        metrics, improved = run_epoch(parts, loader, cfg, val_ds, state, max_steps, checkpoint)
         save_checkpoint(last_path, parts, state, cfg, meta)
         if improved:
             atomic_copy(last_path, best_path)

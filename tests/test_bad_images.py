@@ -58,3 +58,30 @@ def test_unreadable_images_are_excluded_and_preprocess_runs(tmp_path):
     out = preprocess(tmp_path / "joined", tmp_path / "pre",
                      PreprocessConfig(image_size=32, fractions=(0.5, 0.25, 0.25), workers=1))
     assert out.n_images == len(dicoms) == 12
+
+
+def test_boxes_outside_empty_or_with_unknown_labels_are_counted(tmp_path):
+    """An ellipse reaching outside the image is clipped and counted; one with no area left is dropped and
+    counted; a label column this code does not know is counted by name, never silently ignored."""
+    from mdfnet.data.join import join
+
+    src = tiny_sources(tmp_path / "src", n=8)
+    rid = "P1R001"
+    path = src / schema.ellipses_path(rid)
+    table = pd.read_csv(path)
+    extra = table.iloc[[0, 0, 0]].copy()
+    extra[["xmin", "ymin", "xmax", "ymax"]] = [[-20.0, 5.0, 30.0, 200.0], [120.0, 10.0, 150.0, 20.0],
+                                               [10.0, 10.0, 20.0, 20.0]]
+    table = pd.concat([table, extra], ignore_index=True)
+    table["Pneumothorax"] = [False] * (len(table) - 1) + [True]
+    for c in schema.LABEL_SYNONYMS:
+        if c in table:
+            table.loc[len(table) - 1, c] = False  # the last ellipse marks only the unknown label
+    table.to_csv(path, index=False)
+    res = join(src, tmp_path / "joined")
+    assert res.box_report["clipped to the image (kept)"] >= 1
+    assert res.box_report["empty after clipping to the image"] >= 1  # 120..150 on a 96 px wide image
+    assert res.box_report["unknown label 'Pneumothorax' (not a target)"] == 1
+    boxes = pd.read_parquet(tmp_path / "joined" / "boxes.parquet")
+    mine = boxes[boxes["reflacx_id"] == rid]
+    assert (mine[["xmin", "ymin"]] >= 0).all().all() and (mine["xmax"] <= 96).all() and (mine["ymax"] <= 80).all()

@@ -91,7 +91,7 @@ class JoinResult:
         lines = [f"{'readings in REFLACX metadata':<{w}} {self.n_input:>8}"]
         lines += [f"  excluded: {r:<{w - 12}} {c:>8}" for r, c in self.exclusions.items() if c]
         lines += [f"{'readings kept':<{w}} {self.n_kept:>8}", f"{'boxes kept (5 classes)':<{w}} {self.n_boxes:>8}"]
-        lines += [f"  boxes dropped: {r:<{w - 17}} {c:>8}" for r, c in self.box_report.items() if c]
+        lines += [f"  boxes: {r:<{w - 9}} {c:>8}" for r, c in self.box_report.items() if c]
         return "\n".join(lines)
 
 
@@ -215,7 +215,9 @@ def join(
     readings = _with_patient(readings, source, ex)
     readings = _with_stay_and_triage(readings, source, ex)
     readings = _with_image(readings, source, check_images, ex)
+    unknown_labels = dict(boxes.attrs.get("unknown_labels", {}))
     boxes, box_report = _clean_boxes(boxes, readings, min_certainty)
+    box_report.update({f"unknown label {name!r} (not a target)": n for name, n in unknown_labels.items()})
     if not keep_negatives:
         readings = ex.take(readings, ~readings["reflacx_id"].isin(boxes["reflacx_id"]), R_NEGATIVE)
 
@@ -292,15 +294,18 @@ def _with_image(readings: pd.DataFrame, source: Source, check_images: bool, ex: 
 
 
 def _clean_boxes(boxes: pd.DataFrame, readings: pd.DataFrame, min_certainty: int) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Boxes of the kept readings: certainty filter, clipped to the image, empty ones dropped; both counted."""
+    """Boxes of the kept readings: certainty filter, clipped to the image, empty ones dropped; all counted."""
     boxes = boxes[boxes["reflacx_id"].isin(readings["reflacx_id"])]
     low = boxes["certainty"] < min_certainty
     boxes = boxes[~low].merge(readings[["reflacx_id", "image_width", "image_height"]], on="reflacx_id")
+    before = boxes[["xmin", "ymin", "xmax", "ymax"]].copy()
     for lo, hi, size in (("xmin", "xmax", "image_width"), ("ymin", "ymax", "image_height")):
         boxes[lo] = boxes[lo].clip(lower=0, upper=boxes[size])
         boxes[hi] = boxes[hi].clip(lower=0, upper=boxes[size])
     empty = (boxes["xmax"] <= boxes["xmin"]) | (boxes["ymax"] <= boxes["ymin"])
-    report = {f"certainty < {min_certainty}": int(low.sum()), "empty after clipping to the image": int(empty.sum())}
+    clipped = (boxes[["xmin", "ymin", "xmax", "ymax"]] != before).any(axis=1) & ~empty
+    report = {f"certainty < {min_certainty}": int(low.sum()), "empty after clipping to the image": int(empty.sum()),
+              "clipped to the image (kept)": int(clipped.sum())}
     return boxes.loc[~empty, list(BOX_COLUMNS)].reset_index(drop=True), report
 
 

@@ -120,3 +120,25 @@ def test_timed_checkpoints_mid_epoch_resume_exactly(tiny_preprocessed, tmp_path)
     got, want = _weights(tmp_path / "run"), _weights(tmp_path / "ref")
     assert all(torch.equal(got[k], want[k]) for k in want)
     assert [h["train/loss_total"] for h in resumed.history] == [h["train/loss_total"] for h in ref.history]
+
+
+def test_model_that_cannot_be_stored_fails_named_and_a_rerun_completes(client, tiny_preprocessed, tmp_path,
+                                                                      monkeypatch):
+    from mdfnet.serving import pyfunc
+
+    item = _item(client, tiny_preprocessed, "store-down")
+    real = pyfunc.log_served_model
+
+    def store_down(*args, **kwargs):
+        raise ConnectionError("artifact store unreachable")
+
+    monkeypatch.setattr(pyfunc, "log_served_model", store_down)
+    with pytest.raises(tracking.TrackingError, match=r"the trained model could not be stored at sqlite:.*"
+                                                     r"ConnectionError: artifact store unreachable.*a rerun"):
+        steps.train_step(item, tiny_preprocessed, tmp_path / "a1", client=client)
+    monkeypatch.setattr(pyfunc, "log_served_model", real)
+    done = steps.train_step(item, tiny_preprocessed, tmp_path / "a2", client=client)  # a new pod
+    assert (tmp_path / "a2" / "checkpoints" / "best.pt").is_file()  # fetched: the rerun keeps the best epoch
+    assert done["model_uri"].startswith("models:/") and done["best_epoch"] is not None
+    epochs = [m.value for m in client.get_metric_history(done["run_id"], "epoch")]
+    assert sorted(epochs) == [1.0, 2.0, 3.0]  # the rerun trained nothing again

@@ -150,7 +150,13 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
         save_config(cfg, out_dir / "config.yaml")
         logger.log_artifact(out_dir / "config.yaml", "config")
         best = res.best_checkpoint or res.last_checkpoint
-        model_uri = log_served_model(client, run_id, Predictor.from_checkpoint(best, data_dir))
+        try:
+            model_uri = log_served_model(client, run_id, Predictor.from_checkpoint(best, data_dir))
+        except Exception as e:  # noqa: BLE001 - the store's errors; named, and a rerun resumes from the checkpoints
+            raise tracking.TrackingError(
+                f"cell run {run_id}: the trained model could not be stored at {client.tracking_uri} "
+                f"({type(e).__name__}: {e}); the checkpoints are in {out_dir / 'checkpoints'} and the run's "
+                "artefacts: a rerun of the step resumes from them") from e
     info = {**it.to_dict(), "run_id": run_id, "model_uri": model_uri, "checkpoint": best.name,
             "best_val_ap": res.best_val_ap, "best_epoch": res.best_epoch, "steps": res.steps,
             "mode": tracking.tracking_mode()}
@@ -159,22 +165,26 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
 
 
 def _resume_point(client: Any, run_id: str, out_dir: Path) -> bool:
-    """A retried train task (same cell run): fetch the durable ``checkpoints/last.pt`` of the run into ``out_dir``
-    (unless it is there already) and resume from it; False for a first attempt."""
-    last = out_dir / "checkpoints" / "last.pt"
-    if last.is_file():
+    """A retried train task (same cell run): fetch the durable ``checkpoints/last.pt`` (and ``best.pt``) of the run
+    into ``out_dir`` (unless it is there already) and resume from it; False for a first attempt."""
+    if (out_dir / DURABLE_CHECKPOINT).is_file():
         return True
     from mlflow.exceptions import MlflowException
 
-    try:
-        with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
-            got = Path(client.download_artifacts(run_id, DURABLE_CHECKPOINT, tmp))
-            last.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(got, last)
-    except (MlflowException, OSError) as e:
-        log.debug("no durable checkpoint in run %s: %s", run_id, e)
+    got = []
+    for name in (DURABLE_CHECKPOINT, DURABLE_CHECKPOINT.replace("last.pt", "best.pt")):
+        try:
+            with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
+                local = Path(client.download_artifacts(run_id, name, tmp))
+                (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local, out_dir / name)
+                got.append(name)
+        except (MlflowException, OSError) as e:
+            log.debug("no durable %s in run %s: %s", name, run_id, e)
+    if DURABLE_CHECKPOINT not in got:
+        (out_dir / DURABLE_CHECKPOINT.replace("last.pt", "best.pt")).unlink(missing_ok=True)
         return False
-    log.info("cell run %s was interrupted: resuming from its durable %s", run_id, DURABLE_CHECKPOINT)
+    log.info("cell run %s was interrupted: resuming from its durable %s", run_id, ", ".join(got))
     return True
 
 

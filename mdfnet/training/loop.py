@@ -270,8 +270,9 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
     """Train ``cfg`` on ``data_dir``'s train split, validate on its val split, write ``out_dir`` (run folder:
     :mod:`mdfnet.training.checkpoint`). ``max_steps``: stop after that many optimiser steps in total (counting
     steps before a resume), then validate and checkpoint. ``resume``: continue from ``checkpoints/last.pt``.
-    ``on_checkpoint(last.pt)``: called after each epoch's checkpoint and metrics (the pipeline copies it to durable
-    storage there, so a preempted task resumes from it)."""
+    ``on_checkpoint(path)``: called with ``last.pt`` after each checkpoint (epoch ends, after the metrics, and timed
+    ones) and with ``best.pt`` when it changes (the pipeline copies them to durable storage there, so a preempted
+    task resumes from them)."""
     logger = logger or NullLogger()
     out_dir = Path(out_dir)
     last_path, best_path = out_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "best.pt"
@@ -299,6 +300,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
         logger.log_metrics(metrics, step=state.step)
         if on_checkpoint is not None:
             on_checkpoint(last_path)
+            if improved:
+                on_checkpoint(best_path)
         log.info("epoch %.2f step %d: loss %.4f%s", metrics["epoch"], state.step,
                  metrics.get("train/loss_total", math.nan),
                  f", val AP {metrics['val/ap']:.4f}" if "val/ap" in metrics else "")

@@ -135,6 +135,7 @@ def pod_specs(obj: dict) -> list[dict]:
 
 
 def check_scenario(name: str, values: dict, objects: list[tuple[str, dict]], notes: str, bad: Failures) -> None:
+    """The pipeline contract, labels, security settings, serving, MLflow and NOTES of one rendered values set."""
     v = merged_values(values)
     keys, secret_names, train_selector, train_tolerations = pipeline_mounts()
     by_kind = Counter(o["kind"] for _, o in objects)
@@ -143,6 +144,15 @@ def check_scenario(name: str, values: dict, objects: list[tuple[str, dict]], not
     bad.check(secret_names == {v["credentials"]["secretName"]},
               f"{name}: the compiled pipeline mounts Secret(s) {sorted(secret_names)}, the chart's is "
               f"{v['credentials']['secretName']!r}")
+    _check_secret(name, v, find, keys, secret_name, bad)
+    _check_objects(name, find, bad)
+    if v["serving"]["enabled"]:
+        _check_serving(name, v, find, secret_name, train_selector, train_tolerations, bad)
+    _check_mlflow_and_notes(name, v, find, notes, secret_name, bad)
+    print(f"  {name}: {len(objects)} manifests ({', '.join(f'{n} {k}' for k, n in sorted(by_kind.items()))})")
+
+
+def _check_secret(name: str, v: dict, find: dict, keys: set, secret_name: str, bad: Failures) -> None:
     secret = find.get(("Secret", v["credentials"]["secretName"]))
     if v["credentials"]["existingSecret"]:
         bad.check(secret is None, f"{name}: credentials.existingSecret is set but the chart renders a Secret")
@@ -150,6 +160,9 @@ def check_scenario(name: str, values: dict, objects: list[tuple[str, dict]], not
         got = set(secret.get("stringData", {})) | set(secret.get("data", {}))
         bad.check(got == keys, f"{name}: Secret {secret_name} keys {sorted(got)} != the pipeline's {sorted(keys)}")
 
+
+def _check_objects(name: str, find: dict, bad: Failures) -> None:
+    """Namespace, labels, checkov skip annotations and security/resources of every pod and container."""
     for (kind, obj_name), obj in find.items():
         meta = obj["metadata"]
         bad.check(meta.get("namespace") == NAMESPACE, f"{name}: {kind}/{obj_name} has no namespace {NAMESPACE}")
@@ -173,31 +186,37 @@ def check_scenario(name: str, values: dict, objects: list[tuple[str, dict]], not
                 bad.check(bool(c.get("resources", {}).get("limits")) and bool(c.get("resources", {}).get("requests")),
                           f"{name}: {kind}/{obj_name} container {c['name']} without resource requests/limits")
 
-    if v["serving"]["enabled"]:
-        dep = find[("Deployment", f"{RELEASE}-serving")]
-        container = dep["spec"]["template"]["spec"]["containers"][0]
-        uri = v["serving"]["modelUri"] or f"models:/{v['serving']['registeredModel']}@{v['serving']['alias']}"
-        bad.check(f"--model-uri={uri}" in container["args"], f"{name}: serving args {container['args']}")
-        if name == "default":
-            bad.check(uri == "models:/mdfnet@champion", f"default serving model URI is {uri}")
-        refs = [e["secretRef"]["name"] for e in container.get("envFrom", [])]
-        bad.check(refs == [secret_name], f"{name}: serving takes env from {refs}, not {secret_name}")
-        pod = dep["spec"]["template"]["spec"]
-        device = {e["name"]: e.get("value") for e in container.get("env", [])}.get("MDFNET_SERVING_DEVICE")
-        bad.check(device == ("cuda" if v["serving"]["gpu"] else "cpu"),
-                  f"{name}: MDFNET_SERVING_DEVICE={device!r} with serving.gpu={v['serving']['gpu']}")
-        if v["serving"]["gpu"]:
-            # the same scheduling as the compiled train task (pipelines/compile.py defaults)
-            bad.check(pod.get("nodeSelector") == train_selector,
-                      f"{name}: serving nodeSelector {pod.get('nodeSelector')} != train task's {train_selector}")
-            tolerations = [{k: t[k] for k in ("key", "operator", "effect") if k in t} for t in pod.get("tolerations", [])]
-            bad.check(tolerations == train_tolerations,
-                      f"{name}: serving tolerations {tolerations} != train task's {train_tolerations}")
-            bad.check(container["resources"]["limits"].get(v["gpu"]["resourceName"]) == 1,
-                      f"{name}: GPU serving without a {v['gpu']['resourceName']} limit")
-        else:
-            bad.check("nodeSelector" not in pod and v["gpu"]["resourceName"] not in container["resources"]["limits"],
-                      f"{name}: serving.gpu is off but the pod asks for GPU nodes")
+
+def _check_serving(name: str, v: dict, find: dict, secret_name: str, train_selector: dict, train_tolerations: list,
+                   bad: Failures) -> None:
+    """The champion's URI, credentials, device and GPU scheduling (as the compiled train task's)."""
+    dep = find[("Deployment", f"{RELEASE}-serving")]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    uri = v["serving"]["modelUri"] or f"models:/{v['serving']['registeredModel']}@{v['serving']['alias']}"
+    bad.check(f"--model-uri={uri}" in container["args"], f"{name}: serving args {container['args']}")
+    if name == "default":
+        bad.check(uri == "models:/mdfnet@champion", f"default serving model URI is {uri}")
+    refs = [e["secretRef"]["name"] for e in container.get("envFrom", [])]
+    bad.check(refs == [secret_name], f"{name}: serving takes env from {refs}, not {secret_name}")
+    pod = dep["spec"]["template"]["spec"]
+    device = {e["name"]: e.get("value") for e in container.get("env", [])}.get("MDFNET_SERVING_DEVICE")
+    bad.check(device == ("cuda" if v["serving"]["gpu"] else "cpu"),
+              f"{name}: MDFNET_SERVING_DEVICE={device!r} with serving.gpu={v['serving']['gpu']}")
+    if v["serving"]["gpu"]:
+        # the same scheduling as the compiled train task (pipelines/compile.py defaults)
+        bad.check(pod.get("nodeSelector") == train_selector,
+                  f"{name}: serving nodeSelector {pod.get('nodeSelector')} != train task's {train_selector}")
+        tolerations = [{k: t[k] for k in ("key", "operator", "effect") if k in t} for t in pod.get("tolerations", [])]
+        bad.check(tolerations == train_tolerations,
+                  f"{name}: serving tolerations {tolerations} != train task's {train_tolerations}")
+        bad.check(container["resources"]["limits"].get(v["gpu"]["resourceName"]) == 1,
+                  f"{name}: GPU serving without a {v['gpu']['resourceName']} limit")
+    else:
+        bad.check("nodeSelector" not in pod and v["gpu"]["resourceName"] not in container["resources"]["limits"],
+                  f"{name}: serving.gpu is off but the pod asks for GPU nodes")
+
+
+def _check_mlflow_and_notes(name: str, v: dict, find: dict, notes: str, secret_name: str, bad: Failures) -> None:
     if v["mlflow"]["enabled"]:
         dep = find[("Deployment", f"{RELEASE}-mlflow")]
         args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -215,7 +234,6 @@ def check_scenario(name: str, values: dict, objects: list[tuple[str, dict]], not
         bad.check(needle in notes, f"{name}: NOTES.txt lacks {needle!r}")
     if v["mlflow"]["enabled"]:
         bad.check("/runs?workflowType=machine_learning" in notes, f"{name}: NOTES.txt lacks the runs-page link")
-    print(f"  {name}: {len(objects)} manifests ({', '.join(f'{n} {k}' for k, n in sorted(by_kind.items()))})")
 
 
 def validate(name: str, objects: list[tuple[str, dict]], bad: Failures) -> int:

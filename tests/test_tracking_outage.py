@@ -51,7 +51,7 @@ def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, tiny_
         res = train(config_from_sources(None, TINY), tiny_preprocessed, tmp_path / "run", logger=logger,
                     on_checkpoint=lambda p: uploads.append(logger.try_log_artifact(p, "checkpoints")))
         assert res.epochs_completed == 3 and (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
-        assert uploads == [False, False, False]  # warned, training went on
+        assert len(uploads) >= 3 and not any(uploads)  # last.pt per epoch (+ best.pt when it changed): warned
         assert len(logger._metrics.items) > 3 * 5  # everything kept, in order
         server = _server(tmp_path, port, 2)  # back, same store
         try:

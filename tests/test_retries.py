@@ -5,6 +5,7 @@ expand_grid, evaluate or register adds no second pipeline run, metric entry or m
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,7 +58,7 @@ def test_preempted_train_resumes_in_the_same_cell_run_with_the_same_weights(clie
 
     def upload_then_die(self, path, artifact_path=None):
         upload(self, path, artifact_path)
-        if artifact_path == "checkpoints":
+        if artifact_path == "checkpoints" and Path(path).name == "last.pt":
             uploads.append(path)
             raise Preempted("pod killed after epoch 1's checkpoint reached the artefact store")
 
@@ -142,3 +143,38 @@ def test_model_that_cannot_be_stored_fails_named_and_a_rerun_completes(client, t
     assert done["model_uri"].startswith("models:/") and done["best_epoch"] is not None
     epochs = [m.value for m in client.get_metric_history(done["run_id"], "epoch")]
     assert sorted(epochs) == [1.0, 2.0, 3.0]  # the rerun trained nothing again
+
+
+def test_checkpoints_can_live_in_s3_instead(client, tiny_preprocessed, tmp_path, monkeypatch):
+    """``MDFNET_CHECKPOINT_URI=s3://bucket/prefix``: checkpoints go to ``<prefix>/<pipeline run>/<cell>-s<seed>/``
+    (not into the MLflow run), and the retried task resumes from there."""
+    import boto3
+    from moto import mock_aws
+
+    from mdfnet.pipeline import durable
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                 durable.CHECKPOINT_URI_ENV: "s3://ckpt-bucket/runs"}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="ckpt-bucket")
+        item = _item(client, tiny_preprocessed, "s3-store")
+        upload = durable.S3Checkpoints.upload
+
+        def upload_then_die(self, path):
+            assert upload(self, path)
+            if path.name == "last.pt":
+                raise Preempted("pod killed after epoch 1's checkpoint reached S3")
+
+        monkeypatch.setattr(durable.S3Checkpoints, "upload", upload_then_die)
+        with pytest.raises(Preempted):
+            steps.train_step(item, tiny_preprocessed, tmp_path / "a1", client=client)
+        monkeypatch.setattr(durable.S3Checkpoints, "upload", upload)
+        done = steps.train_step(item, tiny_preprocessed, tmp_path / "a2", client=client)
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="ckpt-bucket")["Contents"])
+    assert keys == [f"runs/{item['parent_run_id']}/mdf-s0/best.pt", f"runs/{item['parent_run_id']}/mdf-s0/last.pt"]
+    assert not client.list_artifacts(done["run_id"], "checkpoints")
+    assert sorted(m.value for m in client.get_metric_history(done["run_id"], "epoch")) == [1.0, 2.0, 3.0]

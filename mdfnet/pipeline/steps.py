@@ -26,13 +26,13 @@ import contextlib
 import json
 import logging
 import math
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mdfnet import registry, tracking
+from mdfnet.pipeline.durable import durable_checkpoints, resume_point
 from mdfnet.pipeline.grids import LABEL_KEYS, GridItem, plan_grid
 from mdfnet.pipeline.ranking import TABLE_METRICS, format_pct, rank_cells, selection_score
 from mdfnet.pipeline.reports import html_table, markdown_table, plots_html
@@ -41,9 +41,7 @@ from mdfnet.pipeline.sources import StepError, fetch_source
 log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"
-DURABLE_CHECKPOINT = "checkpoints/last.pt"
-"""Where the train step keeps each epoch's checkpoint in the cell run's artefacts (the artefact store, S3 on a
-cluster: durable across a preempted pod); a retried train task of the same cell run resumes from it."""
+
 """File in a train step's model folder: the grid item, its run id, model URI and training summary."""
 
 
@@ -128,7 +126,8 @@ def expand_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: Sequen
 def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
                client: Any = None) -> dict[str, Any]:
     """Train one grid item into ``out_dir``; log params, per-epoch metrics, config and the served model (MLflow
-    pyfunc, :func:`mdfnet.serving.pyfunc.log_served_model`) into the item's cell run. Writes ``out_dir/run.json``; returns its content."""
+    pyfunc, :func:`mdfnet.serving.pyfunc.log_served_model`) into the item's cell run. Checkpoints are copied to
+    durable storage as they are written (:mod:`mdfnet.pipeline.durable`); a retried task resumes from them. Writes ``out_dir/run.json``; returns its content."""
     from mdfnet.config import save_config
     from mdfnet.serving.predictor import Predictor
     from mdfnet.serving.pyfunc import log_served_model
@@ -143,9 +142,9 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
     out_dir = Path(out_dir)
     with _failing_marks(client, run_id):
         logger.log_params({"cell": it.cell, "grid": it.grid, **{k: it.labels[k] for k in LABEL_KEYS}})
-        resume = _resume_point(client, run_id, out_dir)
-        res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None, resume=resume,
-                    on_checkpoint=lambda last: logger.try_log_artifact(last, DURABLE_CHECKPOINT.rsplit("/", 1)[0]))
+        store = durable_checkpoints(client, run_id, logger, it.parent_run_id, it.run_name)
+        res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None,
+                    resume=resume_point(store, out_dir), on_checkpoint=store.upload)
         logger.flush()  # metrics kept while the tracking server was away are sent now (or the step fails, named)
         save_config(cfg, out_dir / "config.yaml")
         logger.log_artifact(out_dir / "config.yaml", "config")
@@ -162,30 +161,6 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
             "mode": tracking.tracking_mode()}
     (out_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
     return info
-
-
-def _resume_point(client: Any, run_id: str, out_dir: Path) -> bool:
-    """A retried train task (same cell run): fetch the durable ``checkpoints/last.pt`` (and ``best.pt``) of the run
-    into ``out_dir`` (unless it is there already) and resume from it; False for a first attempt."""
-    if (out_dir / DURABLE_CHECKPOINT).is_file():
-        return True
-    from mlflow.exceptions import MlflowException
-
-    got = []
-    for name in (DURABLE_CHECKPOINT, DURABLE_CHECKPOINT.replace("last.pt", "best.pt")):
-        try:
-            with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
-                local = Path(client.download_artifacts(run_id, name, tmp))
-                (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(local, out_dir / name)
-                got.append(name)
-        except (MlflowException, OSError) as e:
-            log.debug("no durable %s in run %s: %s", name, run_id, e)
-    if DURABLE_CHECKPOINT not in got:
-        (out_dir / DURABLE_CHECKPOINT.replace("last.pt", "best.pt")).unlink(missing_ok=True)
-        return False
-    log.info("cell run %s was interrupted: resuming from its durable %s", run_id, ", ".join(got))
-    return True
 
 
 def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, batch_size: int = 4,

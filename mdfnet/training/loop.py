@@ -298,10 +298,10 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
         if improved:
             atomic_copy(last_path, best_path)
         logger.log_metrics(metrics, step=state.step)
-        if on_checkpoint is not None:
-            on_checkpoint(last_path)
+        if on_checkpoint is not None:  # best first: a durable last.pt always has its best.pt beside it
             if improved:
                 on_checkpoint(best_path)
+            on_checkpoint(last_path)
         log.info("epoch %.2f step %d: loss %.4f%s", metrics["epoch"], state.step,
                  metrics.get("train/loss_total", math.nan),
                  f", val AP {metrics['val/ap']:.4f}" if "val/ap" in metrics else "")

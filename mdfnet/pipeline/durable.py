@@ -1,0 +1,104 @@
+"""Durable checkpoints of a train task: where a preempted pod's ``last.pt`` / ``best.pt`` survive, so the retried
+task (same pipeline run, cell and seed) resumes from them.
+
+Two stores, chosen by ``$MDFNET_CHECKPOINT_URI``:
+
+- unset (default): the cell run's MLflow artefacts, ``checkpoints/{last,best}.pt`` (on a cluster they land in
+  the S3 artefact store behind the tracking server);
+- ``s3://bucket/prefix``: ``s3://bucket/prefix/<pipeline run id>/<cell>-s<seed>/{last,best}.pt``, written with
+  boto3 (one PUT per file: an object is there whole or not at all), retried with backoff
+  (``$MDFNET_S3_MAX_ATTEMPTS``), endpoint ``AWS_ENDPOINT_URL`` / ``MLFLOW_S3_ENDPOINT_URL``.
+
+An upload that fails warns and returns False (training goes on; the next checkpoint is uploaded when the store
+is back); a fetch that finds nothing means a first attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mdfnet.pipeline.sources import StepError, _s3_client
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_URI_ENV = "MDFNET_CHECKPOINT_URI"
+NAMES: tuple[str, ...] = ("last.pt", "best.pt")
+
+
+class MlflowCheckpoints:
+    """Checkpoints as artefacts of the cell run (``checkpoints/<name>``)."""
+
+    def __init__(self, client: Any, run_id: str, logger: Any) -> None:
+        self.client, self.run_id, self.logger = client, run_id, logger
+        self.where = f"MLflow run {run_id} artefacts checkpoints/"
+
+    def upload(self, path: Path) -> bool:
+        return self.logger.try_log_artifact(path, "checkpoints")
+
+    def _fetch_one(self, name: str, dest: Path) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
+                shutil.copyfile(self.client.download_artifacts(self.run_id, f"checkpoints/{name}", tmp), dest)
+        except (MlflowException, OSError) as e:
+            log.debug("no durable %s in run %s: %s", name, self.run_id, e)
+            return False
+        return True
+
+
+class S3Checkpoints:
+    """Checkpoints as objects under ``s3://bucket/prefix/<pipeline run>/<run name>/``."""
+
+    def __init__(self, uri: str, pipeline_run_id: str, run_name: str) -> None:
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise StepError(f"{CHECKPOINT_URI_ENV}={uri!r}: expected s3://bucket/prefix")
+        self.bucket = parsed.netloc
+        self.prefix = "/".join(p for p in (parsed.path.strip("/"), pipeline_run_id, run_name) if p)
+        self.where = f"s3://{self.bucket}/{self.prefix}/"
+        self.s3 = _s3_client(os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+
+    def upload(self, path: Path) -> bool:
+        try:
+            self.s3.upload_file(str(path), self.bucket, f"{self.prefix}/{path.name}")
+        except Exception as e:  # noqa: BLE001 - any transport/server error: warn, training goes on
+            log.warning("%s not uploaded to %s yet (%s: %s)", path.name, self.where, type(e).__name__, e)
+            return False
+        return True
+
+    def _fetch_one(self, name: str, dest: Path) -> bool:
+        try:
+            self.s3.download_file(self.bucket, f"{self.prefix}/{name}", str(dest))
+        except Exception as e:  # noqa: BLE001 - absent (a first attempt) or unreachable: nothing to resume from
+            log.debug("no durable %s at %s: %s", name, self.where, e)
+            dest.unlink(missing_ok=True)
+            return False
+        return True
+
+
+def durable_checkpoints(client: Any, run_id: str, logger: Any, pipeline_run_id: str, run_name: str):
+    """The store ``$MDFNET_CHECKPOINT_URI`` asks for (see the module docstring)."""
+    uri = os.environ.get(CHECKPOINT_URI_ENV)
+    return S3Checkpoints(uri, pipeline_run_id, run_name) if uri else MlflowCheckpoints(client, run_id, logger)
+
+
+def resume_point(store: MlflowCheckpoints | S3Checkpoints, out_dir: Path) -> bool:
+    """A retried train task: fetch ``last.pt`` (and ``best.pt``) from ``store`` into ``out_dir/checkpoints`` unless
+    ``last.pt`` is there already; True when there is one to resume from."""
+    folder = out_dir / "checkpoints"
+    if (folder / NAMES[0]).is_file():
+        return True
+    folder.mkdir(parents=True, exist_ok=True)
+    got = [name for name in NAMES if store._fetch_one(name, folder / name)]
+    if NAMES[0] not in got:
+        (folder / NAMES[1]).unlink(missing_ok=True)
+        return False
+    log.info("the task was interrupted before: resuming from %s (%s)", store.where, ", ".join(got))
+    return True

@@ -107,3 +107,13 @@ def presence(big_joined) :
     pres = pd.DataFrame({c: inst["reflacx_id"].isin(boxes.loc[boxes["label"] == c, "reflacx_id"]).to_numpy()
                          for c in schema.CLASSES})
     return inst.reset_index(drop=True), pres
+
+
+@pytest.fixture()
+def fake_aws(monkeypatch):
+    """Credentials for moto's in-process S3 (``mock_aws``) and no endpoint override, so boto3 talks to moto."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    return monkeypatch

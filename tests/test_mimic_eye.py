@@ -241,16 +241,12 @@ def test_phase_is_read_from_the_reflacx_id(cohort, tmp_path):
 
 
 # ----------------------------------------------------------------------------- S3
-def test_mimic_eye_tree_from_s3_through_the_join_step(cohort, tmp_path, monkeypatch):
+def test_mimic_eye_tree_from_s3_through_the_join_step(cohort, tmp_path, fake_aws):
     import boto3
     from moto import mock_aws
 
     from mdfnet.pipeline import steps
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
     src = cohort["mimic-eye"][0]
     with mock_aws():
         s3 = boto3.client("s3")

@@ -145,7 +145,7 @@ def test_model_that_cannot_be_stored_fails_named_and_a_rerun_completes(client, t
     assert sorted(epochs) == [1.0, 2.0, 3.0]  # the rerun trained nothing again
 
 
-def test_checkpoints_can_live_in_s3_instead(client, tiny_preprocessed, tmp_path, monkeypatch):
+def test_checkpoints_can_live_in_s3_instead(client, tiny_preprocessed, tmp_path, monkeypatch, fake_aws):
     """``MDFNET_CHECKPOINT_URI=s3://bucket/prefix``: checkpoints go to ``<prefix>/<pipeline run>/<cell>-s<seed>/``
     (not into the MLflow run), and the retried task resumes from there."""
     import boto3
@@ -153,11 +153,7 @@ def test_checkpoints_can_live_in_s3_instead(client, tiny_preprocessed, tmp_path,
 
     from mdfnet.pipeline import durable
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                 durable.CHECKPOINT_URI_ENV: "s3://ckpt-bucket/runs"}.items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv(durable.CHECKPOINT_URI_ENV, "s3://ckpt-bucket/runs")
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="ckpt-bucket")

@@ -49,13 +49,6 @@ def client(_env):
 
 # ------------------------------------------------------------------------------------------ grids
 
-def _fake_aws_env(monkeypatch) -> None:
-    """Credentials for moto's in-process S3 and no endpoint override (boto3 then talks to moto)."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
-
 def test_repository_grids_resolve_to_the_papers_ablations():
     grids = grids_mod.load_grids(ROOT / "pipelines" / "grids")
     assert {"paper-variants", "paper-fusion", "paper-backbones", "paper-features", "full", "tiny", "demo"} <= set(grids)
@@ -159,7 +152,7 @@ def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
 
 
 # ------------------------------------------------------------------------------------------ sources
-def test_fetch_source_local_s3_and_errors(tmp_path, monkeypatch):
+def test_fetch_source_local_s3_and_errors(tmp_path, fake_aws):
     assert sources.fetch_source(str(tmp_path), tmp_path / "x") == tmp_path
     with pytest.raises(steps.StepError, match="not an existing folder"):
         sources.fetch_source(str(tmp_path / "missing"), tmp_path / "x")
@@ -168,7 +161,6 @@ def test_fetch_source_local_s3_and_errors(tmp_path, monkeypatch):
     import boto3
     from moto import mock_aws
 
-    _fake_aws_env(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="src")
@@ -313,7 +305,7 @@ def test_register_moves_champion_only_for_a_better_model(client):
         steps.register({"run_id": "x"}, name)
 
 
-def test_join_from_s3_gives_a_self_contained_dataset_that_preprocesses(tmp_path, monkeypatch):
+def test_join_from_s3_gives_a_self_contained_dataset_that_preprocesses(tmp_path, fake_aws):
     """Sources in a (moto) bucket: the joined folder carries its images, so preprocess works after the
     temporary download is gone; reports count what the tables hold."""
     import boto3
@@ -321,7 +313,6 @@ def test_join_from_s3_gives_a_self_contained_dataset_that_preprocesses(tmp_path,
     from moto import mock_aws
 
     src = tiny_sources(tmp_path / "src", n=12)
-    _fake_aws_env(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="mimic")

@@ -33,11 +33,7 @@ def test_ids_that_are_not_plain_names_are_excluded(tmp_path):
     assert not (tmp_path.parent / "etc").exists()
 
 
-def test_s3_keys_escaping_the_download_folder_are_refused(tmp_path, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
+def test_s3_keys_escaping_the_download_folder_are_refused(tmp_path, fake_aws):
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="bkt")
@@ -48,10 +44,9 @@ def test_s3_keys_escaping_the_download_folder_are_refused(tmp_path, monkeypatch)
     assert not (tmp_path / "outside.csv").exists()
 
 
-def test_unreachable_s3_is_retried_then_named(tmp_path, monkeypatch):
+def test_unreachable_s3_is_retried_then_named(tmp_path, monkeypatch, fake_aws):
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_ENDPOINT_URL": endpoint, S3_MAX_ATTEMPTS_ENV: "3"}.items():
+    for k, v in {"AWS_ENDPOINT_URL": endpoint, S3_MAX_ATTEMPTS_ENV: "3"}.items():
         monkeypatch.setenv(k, v)
     t0 = time.monotonic()
     with pytest.raises(StepError, match=rf"S3 at {endpoint} failed after retries: EndpointConnectionError"):

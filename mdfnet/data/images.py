@@ -71,16 +71,34 @@ def _check_side(width: int, height: int) -> None:
         raise ImageReadError(f"image is {width}x{height} px; expected sides in 1..{MAX_SIDE}")
 
 
-def _pil_to_gray(im, size: int):
-    """A Pillow image (any mode) → resized ``L`` image, with JPEG draft decoding."""
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+"""Pillow modes deeper than 8 bits: scaled to 0..255, never clipped."""
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What a failed decode raises (ImageReadError is a ValueError; Pillow is imported lazily)."""
     from PIL import Image
 
-    im.draft("L", (size, size))  # JPEG only: decode at the smallest DCT scale >= size
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # deeper than 8 bits: scale, never clip
-        im = Image.fromarray(_scale_to_uint8(np.asarray(im)))
-    else:
-        im = im.convert("L")
-    return im.resize((size, size), Image.Resampling.BILINEAR)
+    return OSError, ValueError, SyntaxError, Image.DecompressionBombError
+
+
+def _to_l(im):
+    """A Pillow image of any mode → an ``L`` (8-bit grayscale) image, reduced to 8 bits as the module says."""
+    from PIL import Image
+
+    return Image.fromarray(_scale_to_uint8(np.asarray(im))) if im.mode in DEEP_MODES else im.convert("L")
+
+
+def _read_source(source: str | Path | bytes) -> tuple[bytes, str]:
+    """The file's bytes and a name for messages; an unreadable or empty file raises :class:`ImageReadError`."""
+    name = str(source) if isinstance(source, str | Path) else f"<{len(source)} bytes>"
+    try:
+        data = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {name}: {e}") from e
+    if not data:
+        raise ImageReadError(f"image {name} is empty (0 bytes)")
+    return data, name
 
 
 def read_gray(source: str | Path | bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -90,27 +108,20 @@ def read_gray(source: str | Path | bytes, size: int) -> tuple[np.ndarray, tuple[
     """
     from PIL import Image
 
-    name = str(source) if isinstance(source, str | Path) else f"<{len(source)} bytes>"
-    try:
-        data = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
-    except OSError as e:
-        raise ImageReadError(f"cannot read image {name}: {e}") from e
-    if not data:
-        raise ImageReadError(f"image {name} is empty (0 bytes)")
+    data, name = _read_source(source)
     try:
         if is_dicom(data[:132]):
-            gray = dicom_to_gray(data)
-            original = (gray.shape[1], gray.shape[0])
-            resized = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
+            gray = Image.fromarray(dicom_to_gray(data))
+            original = gray.size
         else:
             with Image.open(io.BytesIO(data)) as im:
-                original = im.size
+                original = im.size  # before draft, which shrinks it
                 _check_side(*original)
-                resized = _pil_to_gray(im, size)
+                im.draft("L", (size, size))  # JPEG only: decode at the smallest DCT scale >= size
+                gray = _to_l(im)
+        resized = gray.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.uint8), (int(original[0]), int(original[1]))
-    except ImageReadError as e:
-        raise ImageReadError(f"cannot decode image {name}: {e}") from e
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+    except _decode_errors() as e:
         raise ImageReadError(f"cannot decode image {name}: {e}") from e
 
 
@@ -119,14 +130,12 @@ def read_display(source: str | Path | bytes) -> np.ndarray:
     :func:`read_gray` (for drawing detections on it)."""
     from PIL import Image
 
-    data = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
+    data, name = _read_source(source)
     try:
         if is_dicom(data[:132]):
             return dicom_to_gray(data)
         with Image.open(io.BytesIO(data)) as im:
             _check_side(*im.size)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                return _scale_to_uint8(np.asarray(im))
-            return np.asarray(im.convert("L"), dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-        raise ImageReadError(f"cannot decode image {source if isinstance(source, str | Path) else ''}: {e}") from e
+            return np.asarray(_to_l(im), dtype=np.uint8)
+    except _decode_errors() as e:
+        raise ImageReadError(f"cannot decode image {name}: {e}") from e

@@ -15,10 +15,6 @@ class Constant(mlflow.pyfunc.PythonModel):
 
 def log_stand_in_model(client: Any, run_id: str) -> str:
     """Log :class:`Constant` into run ``run_id`` (in its experiment); return the model URI."""
-    from mlflow.models import Model
+    from mdfnet.serving.pyfunc import log_pyfunc
 
-    mlflow.set_tracking_uri(client.tracking_uri)
-    exp = client.get_run(run_id).info.experiment_id
-    logged = client.create_logged_model(experiment_id=exp, name="model", source_run_id=run_id)
-    return Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc, python_model=Constant(), run_id=run_id,
-                     model_id=logged.model_id, pip_requirements=["mlflow"]).model_uri
+    return log_pyfunc(client, run_id, python_model=Constant(), pip_requirements=["mlflow"])

@@ -74,24 +74,30 @@ def _blank_png(size: int) -> bytes:
     return buf.getvalue()
 
 
-def log_served_model(client: MlflowClient, run_id: str, predictor: Predictor, name: str = "model",
-                     pip_requirements: list[str] | None = None) -> str:
-    """Log ``predictor`` as a pyfunc model into run ``run_id``; return its model URI (``models:/<model id>``)."""
-    from mdfnet import __version__
+def log_pyfunc(client: MlflowClient, run_id: str, name: str = "model", **model_log: Any) -> str:
+    """Log a pyfunc model (``python_model`` …, keyword arguments of MLflow's ``Model.log``) into run ``run_id``
+    and the run's experiment; return its model URI (``models:/<model id>``).
+
+    ``Model.log`` is what ``mlflow.pyfunc.log_model`` calls; it also takes ``run_id`` (``pyfunc.log_model`` only
+    logs into the active run, and starting one here would end the cell run on exit)."""
     from mdfnet.tracking import _get_run
 
     mlflow.set_tracking_uri(client.tracking_uri)
     run = _get_run(client, run_id)
     # the logged model must live in the run's experiment (MLflow would otherwise use the active/default one)
     logged = client.create_logged_model(experiment_id=run.info.experiment_id, name=name, source_run_id=run_id)
+    return Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
+                     **model_log).model_uri
+
+
+def log_served_model(client: MlflowClient, run_id: str, predictor: Predictor, name: str = "model",
+                     pip_requirements: list[str] | None = None) -> str:
+    """Log ``predictor`` as the served pyfunc model into run ``run_id``; return its model URI."""
+    from mdfnet import __version__
+
     example = example_request(predictor.transform.median, _blank_png(predictor.image_size))
     with tempfile.TemporaryDirectory(prefix="mdfnet-bundle-") as tmp:
         bundle = predictor.write_bundle(Path(tmp) / "bundle")
-        # Model.log is what mlflow.pyfunc.log_model calls; it also takes run_id (pyfunc.log_model only logs into
-        # the active run, and starting one here would end the cell run on exit)
-        info = Model.log(
-            artifact_path=None, name=name, flavor=mlflow.pyfunc, python_model=str(MODEL_CODE), artifacts={"bundle": str(bundle)},
-            signature=signature(),
-            input_example=example, run_id=run_id, model_id=logged.model_id,
-            pip_requirements=pip_requirements or [f"mdfnet=={__version__}"])
-    return info.model_uri
+        return log_pyfunc(client, run_id, name, python_model=str(MODEL_CODE), artifacts={"bundle": str(bundle)},
+                          signature=signature(), input_example=example,
+                          pip_requirements=pip_requirements or [f"mdfnet=={__version__}"])

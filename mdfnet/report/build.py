@@ -16,7 +16,7 @@ from tqdm import tqdm
 from mdfnet.data import schema
 from mdfnet.evaluation.evaluator import metric_key
 from mdfnet.report import figures
-from mdfnet.report.collect import download_json, find_runs, history, run_result, scoring
+from mdfnet.report.collect import ReportError, download, download_json, find_runs, history, run_result, scoring
 from mdfnet.report.paper import PAPER, PAPER_VARIANT_CLASSES
 from mdfnet.report.render import Block, to_html, to_markdown
 from mdfnet.report.tables import SECTIONS, CellStats, cell_stats, section, section_rows
@@ -84,15 +84,11 @@ def _generalisation(client: Any, cells: list[CellStats], out: Path) -> tuple[Pat
 
 
 def _correlation(client: Any, parents: list[str], out: Path) -> Path | None:
-    from mdfnet.report.collect import ReportError
-
+    """The heatmap of the first pipeline run's ``reports/correlation.csv`` (``preprocess`` wrote it)."""
     for parent in parents:
-        try:
-            text = client.download_artifacts(parent, "reports/correlation.csv", str(out / ".tmp"))
-        except Exception as e:  # noqa: BLE001 - any missing artefact: try the next pipeline run
-            log.debug("no correlation.csv in %s: %s", parent, e)
+        corr = download(client, parent, "reports/correlation.csv", lambda p: pd.read_csv(p, index_col=0))
+        if corr is None:
             continue
-        corr = pd.read_csv(text, index_col=0)
         if corr.empty:
             raise ReportError(f"reports/correlation.csv of run {parent} is empty")
         return figures.correlation_figure(corr, out / "correlation.png")

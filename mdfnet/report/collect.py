@@ -7,15 +7,17 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mdfnet import tracking
 from mdfnet.pipeline.grids import LABEL_KEYS
 from mdfnet.report.tables import KEYS, RunResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ReportError(ValueError):
@@ -52,8 +54,8 @@ def find_runs(client: Any, experiment: str, pipeline_run: str | None = None) -> 
     return Experiment(exp.experiment_id, experiment, parents, done)
 
 
-def download_json(client: Any, run_id: str, path: str) -> Any | None:
-    """An artefact of a run parsed as JSON, or None when the run has no such artefact."""
+def download(client: Any, run_id: str, path: str, read: Callable[[Path], T]) -> T | None:
+    """``read(local copy)`` of an artefact of a run, or None when the run has no such artefact."""
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory(prefix="mdfnet-report-") as tmp:
@@ -61,7 +63,12 @@ def download_json(client: Any, run_id: str, path: str) -> Any | None:
             local = client.download_artifacts(run_id, path, tmp)
         except (MlflowException, OSError):
             return None
-        return json.loads(Path(local).read_text())
+        return read(Path(local))
+
+
+def download_json(client: Any, run_id: str, path: str) -> Any | None:
+    """An artefact of a run parsed as JSON, or None when the run has no such artefact."""
+    return download(client, run_id, path, lambda p: json.loads(p.read_text()))
 
 
 def scoring(run: Any) -> dict[str, Any]:
@@ -108,5 +115,5 @@ def history(client: Any, run_id: str, key: str) -> list[tuple[float, float]]:
     return sorted((epochs.get(m.step, float(m.step)), m.value) for m in client.get_metric_history(run_id, key))
 
 
-__all__ = ["KEYS", "Experiment", "ReportError", "download_json", "find_runs", "history", "intervals",
+__all__ = ["KEYS", "Experiment", "ReportError", "download", "download_json", "find_runs", "history", "intervals",
            "run_result", "scoring"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mdfnet.pipeline.sources import StepError, _s3_client
+from mdfnet.pipeline.sources import StepError, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class S3Checkpoints:
         self.bucket = parsed.netloc
         self.prefix = "/".join(p for p in (parsed.path.strip("/"), pipeline_run_id, run_name) if p)
         self.where = f"s3://{self.bucket}/{self.prefix}/"
-        self.s3 = _s3_client(os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+        self.s3 = s3_client()
 
     def upload(self, path: Path) -> bool:
         try:

@@ -17,14 +17,20 @@ class StepError(RuntimeError):
 S3_MAX_ATTEMPTS_ENV = "MDFNET_S3_MAX_ATTEMPTS"
 
 
-def _s3_client(endpoint: str | None):
-    """boto3 S3 client with retries and exponential backoff (standard mode; ``$MDFNET_S3_MAX_ATTEMPTS``, default 8
-    attempts) and short connect timeouts, so an endpoint that is briefly away is waited for, not failed on."""
+def s3_endpoint() -> str | None:
+    """The S3 endpoint of the environment: ``AWS_ENDPOINT_URL``, else ``MLFLOW_S3_ENDPOINT_URL``, else None (AWS)."""
+    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+
+
+def s3_client():
+    """boto3 S3 client for :func:`s3_endpoint`, with retries and exponential backoff (standard mode;
+    ``$MDFNET_S3_MAX_ATTEMPTS``, default 8 attempts) and short connect timeouts, so an endpoint that is briefly
+    away is waited for, not failed on."""
     import boto3
     from botocore.config import Config
 
     attempts = int(os.environ.get(S3_MAX_ATTEMPTS_ENV) or 8)
-    return boto3.client("s3", endpoint_url=endpoint, config=Config(
+    return boto3.client("s3", endpoint_url=s3_endpoint(), config=Config(
         retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60))
 
 
@@ -59,13 +65,13 @@ def fetch_source(uri: str, dest: str | Path) -> Path:
         return path
     if parsed.scheme != "s3" or not parsed.netloc:
         raise StepError(f"source {uri!r}: unsupported scheme {parsed.scheme!r}; expected a local path or s3://bucket/prefix")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+    endpoint = s3_endpoint()
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     dest = Path(dest)
     try:
-        n = _download_prefix(_s3_client(endpoint), bucket, prefix, dest)
+        n = _download_prefix(s3_client(), bucket, prefix, dest)
     except StepError:
         raise
     except Exception as e:  # noqa: BLE001 - botocore's errors: unreachable endpoint, denied, no such bucket …

@@ -117,3 +117,27 @@ def fake_aws(monkeypatch):
     for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
         monkeypatch.delenv(k, raising=False)
     return monkeypatch
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real S3 store on loopback (SeaweedFS) whose endpoint can be stopped and restarted with its objects kept
+    (``servers.SeaweedS3``); one per test session."""
+    from servers import SeaweedS3, no_proxy_for_loopback
+
+    with no_proxy_for_loopback(), SeaweedS3(tmp_path_factory.mktemp("seaweed")) as store:
+        yield store
+
+
+@pytest.fixture()
+def seaweed_env(seaweed, monkeypatch):
+    """The environment a step gets in the cluster, pointed at :func:`seaweed`: endpoint and credentials (and a
+    fresh boto3 default session: the process-wide one keeps the credentials it first resolved)."""
+    import boto3
+    from servers import S3_CREDS
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    for k, v in {**S3_CREDS, "AWS_ENDPOINT_URL": seaweed.endpoint}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    return seaweed

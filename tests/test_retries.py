@@ -174,3 +174,73 @@ def test_checkpoints_can_live_in_s3_instead(client, tiny_preprocessed, tmp_path,
     assert keys == [f"runs/{item['parent_run_id']}/mdf-s0/best.pt", f"runs/{item['parent_run_id']}/mdf-s0/last.pt"]
     assert not client.list_artifacts(done["run_id"], "checkpoints")
     assert sorted(m.value for m in client.get_metric_history(done["run_id"], "epoch")) == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.integration
+def test_s3_checkpoint_store_stopped_and_restarted_during_training(client, tiny_preprocessed, tmp_path, monkeypatch,
+                                                                   seaweed_env):
+    """A real S3 store (SeaweedFS on loopback) goes away before epoch 1's checkpoints: their uploads warn and
+    training goes on. It is back for epoch 2, whose checkpoints reach it; the pod is then preempted, and the
+    retried task resumes from the store (epoch 3 only) and leaves the final checkpoints there."""
+    from mdfnet.pipeline import durable
+    from mdfnet.pipeline.sources import S3_MAX_ATTEMPTS_ENV
+
+    store = seaweed_env
+    store.s3.create_bucket(Bucket="ckpt-outage")
+    monkeypatch.setenv(durable.CHECKPOINT_URI_ENV, "s3://ckpt-outage/runs")
+    monkeypatch.setenv(S3_MAX_ATTEMPTS_ENV, "2")  # give up quickly while the store is away (test speed)
+    item = _item(client, tiny_preprocessed, "s3-outage")
+    upload = durable.S3Checkpoints.upload
+    calls: list[tuple[str, bool]] = []
+
+    def upload_through_outage(self, path):
+        if not calls:
+            store.stop_endpoint()  # away before the first checkpoint …
+        elif calls[-1] == ("last.pt", False):
+            store.start_endpoint(wait=True)  # … back once epoch 1's last.pt was refused
+        ok = upload(self, path)
+        calls.append((path.name, ok))
+        if ok and path.name == "last.pt":
+            raise Preempted("pod killed after epoch 2's checkpoint reached S3")
+        return ok
+
+    monkeypatch.setattr(durable.S3Checkpoints, "upload", upload_through_outage)
+    with pytest.raises(Preempted):
+        steps.train_step(item, tiny_preprocessed, tmp_path / "a1", client=client)
+    monkeypatch.setattr(durable.S3Checkpoints, "upload", upload)
+    assert calls[:2] == [("best.pt", False), ("last.pt", False)]  # epoch 1: the store is away, training goes on
+    assert calls[-1] == ("last.pt", True)  # epoch 2: stored, with epoch 1's best.pt before it
+    done = steps.train_step(item, tiny_preprocessed, tmp_path / "a2", client=client)  # the retry, a new pod
+
+    assert sorted(m.value for m in client.get_metric_history(done["run_id"], "epoch")) == [1.0, 2.0, 3.0]
+    prefix = f"runs/{item['parent_run_id']}/mdf-s0"
+    for name in durable.NAMES:
+        stored = store.s3.get_object(Bucket="ckpt-outage", Key=f"{prefix}/{name}")["Body"].read()
+        assert stored == (tmp_path / "a2" / "checkpoints" / name).read_bytes()
+
+
+def test_a_checkpoint_refused_in_an_outage_is_stored_at_the_next_one_best_first(tmp_path):
+    from mdfnet.pipeline import durable
+
+    class Store(durable.DurableStore):
+        up, stored = False, []
+
+        def _put(self, path):
+            if self.up:
+                self.stored.append((path.name, path.read_text()))
+            return self.up
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    best, last = folder / "best.pt", folder / "last.pt"
+    store = Store()
+    best.write_text("epoch 1")
+    last.write_text("epoch 1")
+    assert not store.upload(best) and not store.upload(last)  # the store is away
+    store.up = True
+    last.write_text("epoch 2")  # epoch 2 did not improve: only last.pt is handed over …
+    assert store.upload(last)
+    assert store.stored == [("best.pt", "epoch 1"), ("last.pt", "epoch 2")]  # … and epoch 1's best.pt goes first
+    assert store.upload(last) and store.stored[-1] == ("last.pt", "epoch 2") and len(store.stored) == 3
+    with pytest.raises(ValueError, match=r"model\.pt: not a checkpoint a task resumes from; expected one of"):
+        store.upload(folder / "model.pt")

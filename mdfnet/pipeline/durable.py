@@ -9,8 +9,9 @@ Two stores, chosen by ``$MDFNET_CHECKPOINT_URI``:
   boto3 (one PUT per file: an object is there whole or not at all), retried with backoff
   (``$MDFNET_S3_MAX_ATTEMPTS``), endpoint ``AWS_ENDPOINT_URL`` / ``MLFLOW_S3_ENDPOINT_URL``.
 
-An upload that fails warns and returns False (training goes on; the next checkpoint is uploaded when the store
-is back); a fetch that finds nothing means a first attempt.
+An upload that fails warns and returns False: training goes on, and the file is uploaded again at the next
+checkpoint, once the store is back. ``best.pt`` is always stored before ``last.pt``, so a durable ``last.pt``
+has its ``best.pt`` beside it even after an outage. A fetch that finds nothing means a first attempt.
 """
 
 from __future__ import annotations
@@ -29,16 +30,47 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_URI_ENV = "MDFNET_CHECKPOINT_URI"
 NAMES: tuple[str, ...] = ("last.pt", "best.pt")
+UPLOAD_ORDER: tuple[str, ...] = ("best.pt", "last.pt")
 
 
-class MlflowCheckpoints:
+class DurableStore:
+    """What both stores share: uploads that survive an outage. Subclasses put one file (``_put``) and fetch one
+    (``_fetch_one``)."""
+
+    where = ""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Path] = {}
+
+    def upload(self, path: Path) -> bool:
+        """Store ``path`` (``last.pt`` or ``best.pt``), after any checkpoint that comes before it in
+        ``UPLOAD_ORDER`` and is not stored yet (its upload failed at an earlier checkpoint). True when everything up
+        to ``path`` is stored; False (warned) when something is not: it is tried again at the next call."""
+        if path.name not in UPLOAD_ORDER:
+            raise ValueError(f"{path}: not a checkpoint a task resumes from; expected one of {UPLOAD_ORDER}")
+        self._pending[path.name] = path
+        for name in [n for n in UPLOAD_ORDER[:UPLOAD_ORDER.index(path.name) + 1] if n in self._pending]:
+            if not self._put(self._pending[name]):
+                return False
+            del self._pending[name]
+        return True
+
+    def _put(self, path: Path) -> bool:
+        raise NotImplementedError
+
+    def _fetch_one(self, name: str, dest: Path) -> bool:
+        raise NotImplementedError
+
+
+class MlflowCheckpoints(DurableStore):
     """Checkpoints as artefacts of the cell run (``checkpoints/<name>``)."""
 
     def __init__(self, client: Any, run_id: str, logger: Any) -> None:
+        super().__init__()
         self.client, self.run_id, self.logger = client, run_id, logger
         self.where = f"MLflow run {run_id} artefacts checkpoints/"
 
-    def upload(self, path: Path) -> bool:
+    def _put(self, path: Path) -> bool:
         return self.logger.try_log_artifact(path, "checkpoints")
 
     def _fetch_one(self, name: str, dest: Path) -> bool:
@@ -53,10 +85,11 @@ class MlflowCheckpoints:
         return True
 
 
-class S3Checkpoints:
+class S3Checkpoints(DurableStore):
     """Checkpoints as objects under ``s3://bucket/prefix/<pipeline run>/<run name>/``."""
 
     def __init__(self, uri: str, pipeline_run_id: str, run_name: str) -> None:
+        super().__init__()
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise StepError(f"{CHECKPOINT_URI_ENV}={uri!r}: expected s3://bucket/prefix")
@@ -65,7 +98,7 @@ class S3Checkpoints:
         self.where = f"s3://{self.bucket}/{self.prefix}/"
         self.s3 = s3_client()
 
-    def upload(self, path: Path) -> bool:
+    def _put(self, path: Path) -> bool:
         try:
             self.s3.upload_file(str(path), self.bucket, f"{self.prefix}/{path.name}")
         except Exception as e:  # noqa: BLE001 - any transport/server error: warn, training goes on
@@ -89,7 +122,7 @@ def durable_checkpoints(client: Any, run_id: str, logger: Any, pipeline_run_id: 
     return S3Checkpoints(uri, pipeline_run_id, run_name) if uri else MlflowCheckpoints(client, run_id, logger)
 
 
-def resume_point(store: MlflowCheckpoints | S3Checkpoints, out_dir: Path) -> bool:
+def resume_point(store: DurableStore, out_dir: Path) -> bool:
     """A retried train task: fetch ``last.pt`` (and ``best.pt``) from ``store`` into ``out_dir/checkpoints`` unless
     ``last.pt`` is there already; True when there is one to resume from."""
     folder = out_dir / "checkpoints"

@@ -31,7 +31,7 @@ def s3_client():
 
     attempts = int(os.environ.get(S3_MAX_ATTEMPTS_ENV) or 8)
     return boto3.client("s3", endpoint_url=s3_endpoint(), config=Config(
-        retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60))
+        retries={"total_max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60))
 
 
 def _download_prefix(s3, bucket: str, prefix: str, dest: Path) -> int:

@@ -211,7 +211,8 @@ class SeaweedS3:
         data.mkdir(parents=True, exist_ok=True)
         argv = [self.weed, "server", f"-dir={data}", "-filer", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}", "-master.telemetry=false",
-                "-master.volumeSizeLimitMB=64", f"-volume.port={p['volume']}",
+                # each bucket is a collection with volumes of its own: 8 (the default) runs out at the third bucket
+                "-master.volumeSizeLimitMB=64", "-volume.max=64", f"-volume.port={p['volume']}",
                 f"-volume.port.grpc={p['volume_grpc']}", f"-filer.port={p['filer']}",
                 f"-filer.port.grpc={p['filer_grpc']}"]
         self.store = Service("weed server", argv, dict(os.environ), self.root / "store.log")

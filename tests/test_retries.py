@@ -242,5 +242,11 @@ def test_a_checkpoint_refused_in_an_outage_is_stored_at_the_next_one_best_first(
     assert store.upload(last)
     assert store.stored == [("best.pt", "epoch 1"), ("last.pt", "epoch 2")]  # … and epoch 1's best.pt goes first
     assert store.upload(last) and store.stored[-1] == ("last.pt", "epoch 2") and len(store.stored) == 3
+    assert store.flush() and len(store.stored) == 3  # nothing left behind: nothing uploaded again
+    store.up = False
+    best.write_text("epoch 3")
+    assert not store.upload(best) and not store.flush()  # away at the end: the train step fails, named
+    store.up = True
+    assert store.flush() and store.stored[-1] == ("best.pt", "epoch 3")
     with pytest.raises(ValueError, match=r"model\.pt: not a checkpoint a task resumes from; expected one of"):
         store.upload(folder / "model.pt")

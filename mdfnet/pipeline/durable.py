@@ -49,7 +49,14 @@ class DurableStore:
         if path.name not in UPLOAD_ORDER:
             raise ValueError(f"{path}: not a checkpoint a task resumes from; expected one of {UPLOAD_ORDER}")
         self._pending[path.name] = path
-        for name in [n for n in UPLOAD_ORDER[:UPLOAD_ORDER.index(path.name) + 1] if n in self._pending]:
+        return self._send(UPLOAD_ORDER[:UPLOAD_ORDER.index(path.name) + 1])
+
+    def flush(self) -> bool:
+        """Store what earlier uploads left behind (the store was away); True when nothing is left."""
+        return self._send(UPLOAD_ORDER)
+
+    def _send(self, names: tuple[str, ...]) -> bool:
+        for name in [n for n in names if n in self._pending]:
             if not self._put(self._pending[name]):
                 return False
             del self._pending[name]

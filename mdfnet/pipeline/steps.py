@@ -51,7 +51,10 @@ def _failing_marks(client: Any, run_id: str):
     try:
         yield
     except BaseException:
-        tracking.finish_run(client, run_id, "FAILED")
+        try:
+            tracking.finish_run(client, run_id, "FAILED")
+        except Exception as e:  # noqa: BLE001 - the server may be what failed: never hide the step's own error
+            log.warning("run %s could not be marked FAILED (%s: %s)", run_id, type(e).__name__, e)
         raise
 
 
@@ -147,15 +150,17 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
                     resume=resume_point(store, out_dir), on_checkpoint=store.upload)
         logger.flush()  # metrics kept while the tracking server was away are sent now (or the step fails, named)
         save_config(cfg, out_dir / "config.yaml")
-        logger.log_artifact(out_dir / "config.yaml", "config")
         best = res.best_checkpoint or res.last_checkpoint
         try:
+            if not store.flush():  # checkpoints an outage kept back: a rerun resumes from them
+                raise ConnectionError(f"the last checkpoints could not be copied to {store.where}")
+            logger.log_artifact(out_dir / "config.yaml", "config")
             model_uri = log_served_model(client, run_id, Predictor.from_checkpoint(best, data_dir))
         except Exception as e:  # noqa: BLE001 - the store's errors; named, and a rerun resumes from the checkpoints
             raise tracking.TrackingError(
                 f"cell run {run_id}: the trained model could not be stored at {client.tracking_uri} "
-                f"({type(e).__name__}: {e}); the checkpoints are in {out_dir / 'checkpoints'} and the run's "
-                "artefacts: a rerun of the step resumes from them") from e
+                f"({type(e).__name__}: {e}); the checkpoints are in {out_dir / 'checkpoints'} and {store.where}: "
+                "a rerun of the step resumes from them") from e
     info = {**it.to_dict(), "run_id": run_id, "model_uri": model_uri, "checkpoint": best.name,
             "best_val_ap": res.best_val_ap, "best_epoch": res.best_epoch, "steps": res.steps,
             "mode": tracking.tracking_mode()}

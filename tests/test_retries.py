@@ -171,7 +171,8 @@ def test_checkpoints_can_live_in_s3_instead(client, tiny_preprocessed, tmp_path,
         monkeypatch.setattr(durable.S3Checkpoints, "upload", upload)
         done = steps.train_step(item, tiny_preprocessed, tmp_path / "a2", client=client)
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="ckpt-bucket")["Contents"])
-    assert keys == [f"runs/{item['parent_run_id']}/mdf-s0/best.pt", f"runs/{item['parent_run_id']}/mdf-s0/last.pt"]
+    prefix = f"runs/{item['parent_run_id']}/mdf-s0"
+    assert keys == [f"{prefix}/{name}{ext}" for name in ("best.pt", "last.pt") for ext in ("", ".sha256")]
     assert not client.list_artifacts(done["run_id"], "checkpoints")
     assert sorted(m.value for m in client.get_metric_history(done["run_id"], "epoch")) == [1.0, 2.0, 3.0]
 
@@ -250,3 +251,69 @@ def test_a_checkpoint_refused_in_an_outage_is_stored_at_the_next_one_best_first(
     assert store.flush() and store.stored[-1] == ("best.pt", "epoch 3")
     with pytest.raises(ValueError, match=r"model\.pt: not a checkpoint a task resumes from; expected one of"):
         store.upload(folder / "model.pt")
+
+
+KILLED = {"one": {"name": "one", "base": [*TINY, "train.checkpoint_every_s=1e-9"],  # a checkpoint after every step
+                  "cells": [{"name": "mdf", "set": ["model.variant=mdf"]}]}}
+CHILD = """
+import json, os, signal, sys
+import torch
+from mdfnet.pipeline import durable, steps
+torch.set_num_threads(1)
+upload, calls = durable.DurableStore.upload, []
+def upload_then_sigkill(self, path):
+    ok = upload(self, path)
+    calls.append(path.name)
+    if len(calls) == 3:  # step 3 of epoch 1's 4: its checkpoint reached the store
+        os.kill(os.getpid(), signal.SIGKILL)
+    return ok
+durable.DurableStore.upload = upload_then_sigkill
+steps.train_step(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3])
+"""
+
+
+def test_sigkilled_train_process_resumes_in_the_same_run_with_the_same_weights(client, tiny_preprocessed, tmp_path):
+    """The train step runs in its own process, which gets SIGKILL in the middle of epoch 1 (nothing after that
+    point runs: no handler marks the run FAILED). The retry finds the cell run still RUNNING, resumes from the
+    durable mid-epoch checkpoint and ends with the weights of an uninterrupted run."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    reference = _item(client, tiny_preprocessed, "sigkill-reference", KILLED)
+    steps.train_step(reference, tiny_preprocessed, tmp_path / "ref", client=client)
+    item = _item(client, tiny_preprocessed, "sigkill", KILLED)
+    child = subprocess.run([sys.executable, "-c", CHILD, json.dumps(item), str(tiny_preprocessed),
+                            str(tmp_path / "attempt1")], capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    cells = client.search_runs([item["experiment_id"]], f"tags.`{tracking.TAG_PARENT}` = '{item['parent_run_id']}'")
+    assert [r.info.status for r in cells] == ["RUNNING"]  # killed: nobody ended it
+
+    retried = steps.train_step(item, tiny_preprocessed, tmp_path / "attempt2", client=client)  # a fresh pod
+    assert retried["run_id"] == cells[0].info.run_id
+    assert sorted(m.value for m in client.get_metric_history(retried["run_id"], "epoch")) == [1.0, 2.0, 3.0]
+    ref, got = _weights(tmp_path / "ref"), _weights(tmp_path / "attempt2")
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_a_checkpoint_cut_off_mid_upload_is_ignored_and_best_is_resumed(client, tmp_path, caplog):
+    """A file store copies in place: a kill in the middle of ``last.pt``'s upload leaves half of it. The retry
+    sees that it does not match its digest and resumes from ``best.pt``, a whole training state."""
+    from mdfnet.pipeline import durable
+
+    run_id = client.create_run(client.create_experiment("cut-off")).info.run_id
+    store = durable.MlflowCheckpoints(client, run_id, tracking.MlflowLogger(run_id, client))
+    folder = tmp_path / "pod1" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "best.pt").write_bytes(b"epoch 1 state " * 1000)
+    (folder / "last.pt").write_bytes(b"epoch 2 state " * 1000)
+    assert store.upload(folder / "best.pt") and store.upload(folder / "last.pt")
+    (folder / "last.pt").write_bytes(b"epoch 3 state " * 500)  # epoch 3's copy, killed half way
+    client.log_artifact(run_id, str(folder / "last.pt"), "checkpoints")  # (its digest never written)
+
+    assert durable.resume_point(store, tmp_path / "pod2")
+    assert (tmp_path / "pod2" / "checkpoints" / "last.pt").read_bytes() == b"epoch 1 state " * 1000
+    assert "last.pt does not match its digest" in caplog.text and "resuming from best.pt" in caplog.text
+    assert not durable.resume_point(store.__class__(client, client.create_run(
+        client.create_experiment("first-attempt")).info.run_id, None), tmp_path / "pod3")  # nothing stored yet

@@ -12,10 +12,15 @@ Two stores, chosen by ``$MDFNET_CHECKPOINT_URI``:
 An upload that fails warns and returns False: training goes on, and the file is uploaded again at the next
 checkpoint, once the store is back. ``best.pt`` is always stored before ``last.pt``, so a durable ``last.pt``
 has its ``best.pt`` beside it even after an outage. A fetch that finds nothing means a first attempt.
+
+Each checkpoint is followed by ``<name>.sha256`` (digest and size). A file store copies in place, so a pod killed
+in the middle of an upload can leave half a ``last.pt`` behind: a fetched file that does not match its digest is
+ignored, and the retry resumes from ``best.pt`` (a full training state too) instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_URI_ENV = "MDFNET_CHECKPOINT_URI"
 NAMES: tuple[str, ...] = ("last.pt", "best.pt")
 UPLOAD_ORDER: tuple[str, ...] = ("best.pt", "last.pt")
+DIGEST_SUFFIX = ".sha256"
 
 
 class DurableStore:
@@ -63,10 +69,39 @@ class DurableStore:
         return True
 
     def _put(self, path: Path) -> bool:
-        raise NotImplementedError
+        """``path``, then its digest file."""
+        with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
+            digest = Path(tmp) / f"{path.name}{DIGEST_SUFFIX}"
+            digest.write_text(_digest(path))
+            return self._put_file(path) and self._put_file(digest)
 
     def _fetch_one(self, name: str, dest: Path) -> bool:
+        """``name`` into ``dest`` if the store has it whole (it matches its digest file)."""
+        with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
+            digest = Path(tmp) / f"{name}{DIGEST_SUFFIX}"
+            if not (self._get_file(name, dest) and self._get_file(digest.name, digest)):
+                dest.unlink(missing_ok=True)
+                return False
+            if digest.read_text() != _digest(dest):
+                log.warning("%s%s does not match its digest (cut off by a kill in the middle of its upload?): "
+                            "ignored", self.where, name)
+                dest.unlink()
+                return False
+        return True
+
+    def _put_file(self, path: Path) -> bool:
         raise NotImplementedError
+
+    def _get_file(self, name: str, dest: Path) -> bool:
+        raise NotImplementedError
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{h.hexdigest()} {path.stat().st_size}\n"
 
 
 class MlflowCheckpoints(DurableStore):
@@ -77,10 +112,10 @@ class MlflowCheckpoints(DurableStore):
         self.client, self.run_id, self.logger = client, run_id, logger
         self.where = f"MLflow run {run_id} artefacts checkpoints/"
 
-    def _put(self, path: Path) -> bool:
+    def _put_file(self, path: Path) -> bool:
         return self.logger.try_log_artifact(path, "checkpoints")
 
-    def _fetch_one(self, name: str, dest: Path) -> bool:
+    def _get_file(self, name: str, dest: Path) -> bool:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -105,7 +140,7 @@ class S3Checkpoints(DurableStore):
         self.where = f"s3://{self.bucket}/{self.prefix}/"
         self.s3 = s3_client()
 
-    def _put(self, path: Path) -> bool:
+    def _put_file(self, path: Path) -> bool:
         try:
             self.s3.upload_file(str(path), self.bucket, f"{self.prefix}/{path.name}")
         except Exception as e:  # noqa: BLE001 - any transport/server error: warn, training goes on
@@ -113,7 +148,7 @@ class S3Checkpoints(DurableStore):
             return False
         return True
 
-    def _fetch_one(self, name: str, dest: Path) -> bool:
+    def _get_file(self, name: str, dest: Path) -> bool:
         try:
             self.s3.download_file(self.bucket, f"{self.prefix}/{name}", str(dest))
         except Exception as e:  # noqa: BLE001 - absent (a first attempt) or unreachable: nothing to resume from
@@ -131,14 +166,18 @@ def durable_checkpoints(client: Any, run_id: str, logger: Any, pipeline_run_id: 
 
 def resume_point(store: DurableStore, out_dir: Path) -> bool:
     """A retried train task: fetch ``last.pt`` (and ``best.pt``) from ``store`` into ``out_dir/checkpoints`` unless
-    ``last.pt`` is there already; True when there is one to resume from."""
+    ``last.pt`` is there already; True when there is one to resume from. With ``best.pt`` only (``last.pt`` was
+    cut off in the middle of its upload), the task resumes from ``best.pt``: the epochs after it run again."""
     folder = out_dir / "checkpoints"
     if (folder / NAMES[0]).is_file():
         return True
     folder.mkdir(parents=True, exist_ok=True)
     got = [name for name in NAMES if store._fetch_one(name, folder / name)]
-    if NAMES[0] not in got:
-        (folder / NAMES[1]).unlink(missing_ok=True)
+    if got == [NAMES[1]]:
+        log.warning("no whole %s at %s: resuming from %s; the epochs after it run again", NAMES[0], store.where,
+                    NAMES[1])
+        shutil.copyfile(folder / NAMES[1], folder / NAMES[0])
+    elif not got:
         return False
     log.info("the task was interrupted before: resuming from %s (%s)", store.where, ", ".join(got))
     return True

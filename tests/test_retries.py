@@ -48,10 +48,16 @@ def _weights(out_dir) -> dict[str, torch.Tensor]:
     return torch.load(out_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
 
 
+@pytest.fixture(scope="module")
+def reference(client, tiny_preprocessed, tmp_path_factory) -> tuple[dict, Path]:
+    """An uninterrupted train step of ``GRID`` (what a preempted task must end up equal to): its info and folder."""
+    out = tmp_path_factory.mktemp("reference")
+    return steps.train_step(_item(client, tiny_preprocessed, "reference"), tiny_preprocessed, out, client=client), out
+
+
 def test_preempted_train_resumes_in_the_same_cell_run_with_the_same_weights(client, tiny_preprocessed, tmp_path,
-                                                                           monkeypatch):
-    reference = steps.train_step(_item(client, tiny_preprocessed, "reference"), tiny_preprocessed, tmp_path / "ref",
-                                 client=client)
+                                                                           monkeypatch, reference):
+    reference, ref_dir = reference
     item = _item(client, tiny_preprocessed, "preempted")
     upload = tracking.MlflowLogger.log_artifact
     uploads = []
@@ -76,7 +82,7 @@ def test_preempted_train_resumes_in_the_same_cell_run_with_the_same_weights(clie
     assert cells[0].info.status == "RUNNING"  # the evaluate step ends it
     epochs = [m.value for m in client.get_metric_history(retried["run_id"], "epoch")]
     assert sorted(epochs) == [1.0, 2.0, 3.0]  # one continuous history: epoch 1 from attempt 1, 2-3 from the retry
-    ref, got = _weights(tmp_path / "ref"), _weights(tmp_path / "attempt2")
+    ref, got = _weights(ref_dir), _weights(tmp_path / "attempt2")
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
 
 
@@ -272,17 +278,17 @@ steps.train_step(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3])
 """
 
 
-def test_sigkilled_train_process_resumes_in_the_same_run_with_the_same_weights(client, tiny_preprocessed, tmp_path):
+def test_sigkilled_train_process_resumes_in_the_same_run_with_the_same_weights(client, tiny_preprocessed, tmp_path,
+                                                                               reference):
     """The train step runs in its own process, which gets SIGKILL in the middle of epoch 1 (nothing after that
     point runs: no handler marks the run FAILED). The retry finds the cell run still RUNNING, resumes from the
-    durable mid-epoch checkpoint and ends with the weights of an uninterrupted run."""
+    durable mid-epoch checkpoint and ends with the weights of an uninterrupted run (``reference``: the same
+    config without timed checkpoints, which do not change training)."""
     import json
     import signal
     import subprocess
     import sys
 
-    reference = _item(client, tiny_preprocessed, "sigkill-reference", KILLED)
-    steps.train_step(reference, tiny_preprocessed, tmp_path / "ref", client=client)
     item = _item(client, tiny_preprocessed, "sigkill", KILLED)
     child = subprocess.run([sys.executable, "-c", CHILD, json.dumps(item), str(tiny_preprocessed),
                             str(tmp_path / "attempt1")], capture_output=True, text=True, timeout=300)
@@ -293,7 +299,7 @@ def test_sigkilled_train_process_resumes_in_the_same_run_with_the_same_weights(c
     retried = steps.train_step(item, tiny_preprocessed, tmp_path / "attempt2", client=client)  # a fresh pod
     assert retried["run_id"] == cells[0].info.run_id
     assert sorted(m.value for m in client.get_metric_history(retried["run_id"], "epoch")) == [1.0, 2.0, 3.0]
-    ref, got = _weights(tmp_path / "ref"), _weights(tmp_path / "attempt2")
+    ref, got = _weights(reference[1]), _weights(tmp_path / "attempt2")
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
 
 

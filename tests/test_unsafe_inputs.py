@@ -92,19 +92,19 @@ def _upload_tree(s3, root: Path, bucket: str, prefix: str) -> int:
 
 @pytest.mark.integration
 def test_join_from_s3_outlives_the_server_stopped_and_restarted(tmp_path, monkeypatch, seaweed_env):
-    """The S3 endpoint is killed in the middle of the join's download and comes back 1.5 s later on the same
+    """The S3 endpoint is killed in the middle of the join's download and comes back 0.5 s later on the same
     store: the default retries (backoff) wait for it, and the join equals the join of the local folder."""
     from mdfnet.pipeline import steps
 
     store = seaweed_env
     src = tiny_sources(tmp_path / "src", n=8)
     n_files = _upload_tree(store.s3, src, "outage", "mimic")
-    restart = threading.Timer(1.5, store.start_endpoint)
+    restart = threading.Timer(0.5, store.start_endpoint)
 
     def outage(n_got: int) -> None:
         if n_got == 3:  # the pod's S3 goes away in the middle of the download …
             store.stop_endpoint()
-            restart.start()  # … and is back 1.5 s later, same store
+            restart.start()  # … and is back 0.5 s later (+ its start-up), same store
 
     seen = _watched_s3(monkeypatch, after_get=outage)
     res = steps.join_step("s3://outage/mimic", tmp_path / "joined", download_dir=tmp_path / "dl")

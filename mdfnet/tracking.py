@@ -62,6 +62,7 @@ functions) so that ``import mdfnet.tracking`` stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -284,6 +285,23 @@ def _get_run(client: MlflowClient, run_id: str):
 
 
 # ------------------------------------------------------------------------------------------ logger
+ONE_ATTEMPT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def _one_attempt(active: bool):
+    """MLflow's HTTP settings (read at every request) as they are, or, when ``active`` (the server is known to be
+    away), ``ONE_ATTEMPT``: training then does not stall for MLflow's own retries (7, with backoff) at every call
+    of an outage, only at the first."""
+    saved = {k: os.environ.get(k) for k in ONE_ATTEMPT} if active else {}
+    os.environ.update(ONE_ATTEMPT if active else {})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
 class MlflowLogger(MetricLogger):
     """:class:`~mdfnet.metrics_log.MetricLogger` that writes into an existing MLflow run (``run_id``).
 
@@ -291,7 +309,8 @@ class MlflowLogger(MetricLogger):
     param with the same value is a no-op, with another value an error naming the key (MLflow params are
     immutable). Metrics keep their names and step; artefacts may be files or folders. Params and metrics that
     cannot reach the server are kept in order (:class:`~mdfnet.metrics_log.Backlog`) and sent with the next call
-    that gets through, or by ``flush()``/``close()`` (retried with backoff, then a :class:`TrackingError`).
+    that gets through, or by ``flush()``/``close()`` (retried with backoff, then a :class:`TrackingError`). Once a
+    call found the server away, the next ones make one attempt each (:func:`_one_attempt`) until one gets through.
     ``close()`` does not end the run: run lifetimes belong to the step (or to KFP) that owns the run.
     """
 
@@ -302,6 +321,7 @@ class MlflowLogger(MetricLogger):
         self._closed = False
         self._metrics = Backlog(f"metrics of MLflow run {run_id} at {self.client.tracking_uri}")
         self._pending_params = Backlog(f"params of MLflow run {run_id} at {self.client.tracking_uri}")
+        self._away = False
 
     def _check_open(self) -> None:
         if self._closed:
@@ -320,14 +340,17 @@ class MlflowLogger(MetricLogger):
             elif old != value:
                 raise TrackingError(f"param {k!r} of run {self.run_id} is already {old!r}; cannot change it to {value!r}")
         self._params.update(new)
-        self._pending_params.send([Param(k, v) for k, v in new.items()], self._send_params)
+        with _one_attempt(self._away):
+            self._away = not self._pending_params.send([Param(k, v) for k, v in new.items()], self._send_params)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         self._check_open()
         ts = int(time.time() * 1000)
-        self._metrics.send([Metric(k, float(v), ts, int(step)) for k, v in metrics.items()], self._send_metrics)
+        with _one_attempt(self._away):
+            self._away = not self._metrics.send([Metric(k, float(v), ts, int(step)) for k, v in metrics.items()],
+                                                self._send_metrics)
 
     def _send_params(self, params: list[Any]) -> None:
         for i in range(0, len(params), 100):  # MLflow's log_batch limit for params
@@ -351,12 +374,15 @@ class MlflowLogger(MetricLogger):
         """:meth:`log_artifact` that warns instead of raising when the store is away (a checkpoint copy: the
         next one, or the final model, is uploaded when it is back)."""
         try:
-            self.log_artifact(path, artifact_path)
+            with _one_attempt(self._away):
+                self.log_artifact(path, artifact_path)
         except TrackingError:
             raise
         except Exception as e:  # noqa: BLE001 - transport/server errors only; a missing file raised above
             log.warning("run %s: %s not uploaded yet (%s: %s)", self.run_id, path, type(e).__name__, e)
+            self._away = True
             return False
+        self._away = False
         return True
 
     def set_tags(self, tags: dict[str, Any]) -> None:
@@ -374,6 +400,7 @@ class MlflowLogger(MetricLogger):
             self._metrics.drain(self._send_metrics)
         except RuntimeError as e:
             raise TrackingError(str(e)) from e
+        self._away = False
 
     def close(self) -> None:
         if not self._closed:

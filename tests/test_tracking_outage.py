@@ -31,12 +31,23 @@ def _server(tmp, port: int, n: int) -> Service:
 
 def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, tiny_preprocessed, monkeypatch):
     from mlflow import MlflowClient
+    from mlflow.utils import rest_utils
 
     from mdfnet import tracking
     from mdfnet.training import config_from_sources, train
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast while the server is away (test speed)
+    for k, v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}.items():  # MLflow's retries: 7 with backoff by default
+        monkeypatch.setenv(k, v)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    retries: list[int] = []  # MLflow's retries allowed to each request
+    request = rest_utils._get_http_response_with_retries
+
+    def recorded(method, url, max_retries, *args, **kwargs):
+        retries.append(max_retries)
+        return request(method, url, max_retries, *args, **kwargs)
+
+    monkeypatch.setattr(rest_utils, "_get_http_response_with_retries", recorded)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     with no_proxy_for_loopback():
@@ -47,12 +58,15 @@ def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, tiny_
             logger = tracking.MlflowLogger(run_id, client)
         finally:
             server.stop()  # the server goes away before the first epoch ends
+        retries.clear()
         uploads = []
         res = train(config_from_sources(None, TINY), tiny_preprocessed, tmp_path / "run", logger=logger,
                     on_checkpoint=lambda p: uploads.append(logger.try_log_artifact(p, "checkpoints")))
         assert res.epochs_completed == 3 and (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
         assert len(uploads) >= 3 and not any(uploads)  # last.pt per epoch (+ best.pt when it changed): warned
         assert len(logger._metrics.items) > 3 * 5  # everything kept, in order
+        assert retries[0] == 2 and set(retries[1:]) == {0}  # the first call waited; the others tried once each
+        retries.clear()
         server = _server(tmp_path, port, 2)  # back, same store
         try:
             logger.flush()
@@ -61,6 +75,7 @@ def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, tiny_
             assert epochs == [1.0, 2.0, 3.0]
             assert len(client.get_metric_history(run_id, "val/ap")) == 3
             assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/last.pt"]
+            assert set(retries) == {2}  # back: MLflow's retries again
         finally:
             server.stop()
 

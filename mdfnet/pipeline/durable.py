@@ -40,8 +40,8 @@ DIGEST_SUFFIX = ".sha256"
 
 
 class DurableStore:
-    """What both stores share: uploads that survive an outage. Subclasses put one file (``_put``) and fetch one
-    (``_fetch_one``)."""
+    """What both stores share: uploads that survive an outage, in ``UPLOAD_ORDER``, each with its digest file, and
+    fetches that check it. Subclasses put one file (``_put_file``) and get one (``_get_file``)."""
 
     where = ""
 

@@ -115,7 +115,7 @@ def test_tiny_pipeline_end_to_end_tracks_everything_in_mlflow(env, capfd):
     assert champ_ap > 0, "the first run's champion must score > 0 for the 'worse model' case to be strict"
     second = run_local(env / "sources", env / "w", grid="tiny", seeds=(0,),
                        config_overrides=("model.box_score_thresh=1.0",), experiment="e2e",
-                       registered_model="e2e-model", max_steps=1)
+                       registered_model="e2e-model", max_steps=1, parallelism=2)
     assert second.pipeline_run_id != first.pipeline_run_id
     assert second.champion_version == "1"
     v2 = client.get_model_version("e2e-model", "2")

@@ -221,7 +221,7 @@ def test_s3_checkpoint_store_stopped_and_restarted_during_training(client, tiny_
 
     assert sorted(m.value for m in client.get_metric_history(done["run_id"], "epoch")) == [1.0, 2.0, 3.0]
     prefix = f"runs/{item['parent_run_id']}/mdf-s0"
-    for name in durable.NAMES:
+    for name in durable.UPLOAD_ORDER:
         stored = store.s3.get_object(Bucket="ckpt-outage", Key=f"{prefix}/{name}")["Body"].read()
         assert stored == (tmp_path / "a2" / "checkpoints" / name).read_bytes()
 

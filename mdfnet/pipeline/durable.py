@@ -34,8 +34,9 @@ from mdfnet.pipeline.sources import StepError, s3_client
 log = logging.getLogger(__name__)
 
 CHECKPOINT_URI_ENV = "MDFNET_CHECKPOINT_URI"
-NAMES: tuple[str, ...] = ("last.pt", "best.pt")
-UPLOAD_ORDER: tuple[str, ...] = ("best.pt", "last.pt")
+LAST, BEST = "last.pt", "best.pt"
+UPLOAD_ORDER: tuple[str, ...] = (BEST, LAST)
+"""Every checkpoint a task resumes from, in the order they are stored: a durable last.pt has its best.pt."""
 DIGEST_SUFFIX = ".sha256"
 
 
@@ -169,14 +170,13 @@ def resume_point(store: DurableStore, out_dir: Path) -> bool:
     ``last.pt`` is there already; True when there is one to resume from. With ``best.pt`` only (``last.pt`` was
     cut off in the middle of its upload), the task resumes from ``best.pt``: the epochs after it run again."""
     folder = out_dir / "checkpoints"
-    if (folder / NAMES[0]).is_file():
+    if (folder / LAST).is_file():
         return True
     folder.mkdir(parents=True, exist_ok=True)
-    got = [name for name in NAMES if store._fetch_one(name, folder / name)]
-    if got == [NAMES[1]]:
-        log.warning("no whole %s at %s: resuming from %s; the epochs after it run again", NAMES[0], store.where,
-                    NAMES[1])
-        shutil.copyfile(folder / NAMES[1], folder / NAMES[0])
+    got = [name for name in UPLOAD_ORDER if store._fetch_one(name, folder / name)]
+    if got == [BEST]:
+        log.warning("no whole %s at %s: resuming from %s; the epochs after it run again", LAST, store.where, BEST)
+        shutil.copyfile(folder / BEST, folder / LAST)
     elif not got:
         return False
     log.info("the task was interrupted before: resuming from %s (%s)", store.where, ", ".join(got))

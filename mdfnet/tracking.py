@@ -293,13 +293,19 @@ def _one_attempt(active: bool):
     """MLflow's HTTP settings (read at every request) as they are, or, when ``active`` (the server is known to be
     away), ``ONE_ATTEMPT``: training then does not stall for MLflow's own retries (7, with backoff) at every call
     of an outage, only at the first."""
-    saved = {k: os.environ.get(k) for k in ONE_ATTEMPT} if active else {}
-    os.environ.update(ONE_ATTEMPT if active else {})
+    if not active:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ONE_ATTEMPT}
+    os.environ.update(ONE_ATTEMPT)
     try:
         yield
     finally:
         for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class MlflowLogger(MetricLogger):

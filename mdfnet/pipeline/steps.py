@@ -41,7 +41,6 @@ from mdfnet.pipeline.sources import StepError, fetch_source
 log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"
-
 """File in a train step's model folder: the grid item, its run id, model URI and training summary."""
 
 
@@ -130,8 +129,8 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
                client: Any = None) -> dict[str, Any]:
     """Train one grid item into ``out_dir``; log params, per-epoch metrics, config and the served model (MLflow
     pyfunc, :func:`mdfnet.serving.pyfunc.log_served_model`) into the item's cell run. Checkpoints are copied to
-    durable storage as they are written (:mod:`mdfnet.pipeline.durable`); a retried task resumes from them. Writes ``out_dir/run.json``; returns its content."""
-    from mdfnet.config import save_config
+    durable storage as they are written (:mod:`mdfnet.pipeline.durable`); a retried task resumes from them.
+    Writes ``out_dir/run.json``; returns its content."""
     from mdfnet.serving.predictor import Predictor
     from mdfnet.serving.pyfunc import log_served_model
     from mdfnet.training import train
@@ -149,12 +148,11 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
         res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None,
                     resume=resume_point(store, out_dir), on_checkpoint=store.upload)
         logger.flush()  # metrics kept while the tracking server was away are sent now (or the step fails, named)
-        save_config(cfg, out_dir / "config.yaml")
         best = res.best_checkpoint or res.last_checkpoint
         try:
             if not store.flush():  # checkpoints an outage kept back: a rerun resumes from them
                 raise ConnectionError(f"the last checkpoints could not be copied to {store.where}")
-            logger.log_artifact(out_dir / "config.yaml", "config")
+            logger.log_artifact(out_dir / "config.yaml", "config")  # train() wrote it
             model_uri = log_served_model(client, run_id, Predictor.from_checkpoint(best, data_dir))
         except Exception as e:  # noqa: BLE001 - the store's errors; named, and a rerun resumes from the checkpoints
             raise tracking.TrackingError(

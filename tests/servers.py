@@ -117,6 +117,20 @@ class Service:
         self._log.close()
 
 
+def service_env() -> dict[str, str]:
+    """This process's environment with its ``AWS_*`` variables replaced by ``S3_CREDS``: what a loopback S3
+    server (and a server that talks to it) is started with."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **S3_CREDS}
+
+
+def upload_tree(s3: Any, root: Path, bucket: str, prefix: str) -> int:
+    """Every file under ``root`` to ``s3://bucket/prefix/<path relative to root>`` (sorted); returns the count."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for f in files:
+        s3.upload_file(str(f), bucket, f"{prefix}/{f.relative_to(root).as_posix()}")
+    return len(files)
+
+
 def boto_creds() -> dict[str, str]:
     """``S3_CREDS`` as boto3 client keyword arguments."""
     return {"aws_access_key_id": S3_CREDS["AWS_ACCESS_KEY_ID"],
@@ -150,7 +164,7 @@ def mlflow_with_s3(tmp: Path, bucket: str, while_starting: Callable[[], Any] | N
 
     mlflow_bin = binary("mlflow", "mlflow>=3.17,<4")
     started: list[Service] = []
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **S3_CREDS}
+    env = service_env()
     try:
         if store is None:
             s3_port = free_port()
@@ -245,8 +259,7 @@ class SeaweedS3:
         argv = [self.weed, "s3", f"-filer=127.0.0.1:{p['filer']}.{p['filer_grpc']}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", f"-port={p['s3']}", f"-port.grpc={p['s3_grpc']}", "-port.iceberg=0",
                 "-port.lance=0"]
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **S3_CREDS}
-        self.gateway = Service(f"weed s3 #{self._starts}", argv, env,
+        self.gateway = Service(f"weed s3 #{self._starts}", argv, service_env(),
                                self.root / f"gateway{self._starts}.log")
         if wait:
             self.gateway.wait_until(self._writable, "a writable S3 bucket")

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import S3_CREDS, Service, bucket_objects, file_tail, mlflow_with_s3, no_proxy_for_loopback
+from servers import S3_CREDS, Service, bucket_objects, file_tail, mlflow_with_s3, no_proxy_for_loopback, upload_tree
 
 import components
 import mdfnet
@@ -242,10 +242,7 @@ def e2e(step_images, timings, tmp_path_factory):
     with no_proxy_for_loopback(), pytest.MonkeyPatch.context() as mp, \
             mlflow_with_s3(tmp, BUCKET, lambda: generate(tmp / "sources", n_studies=32, seed=0, image_size=80)) as svc:
         timings["services_and_sources_s"] = round(time.monotonic() - t0, 1)
-        n_up = 0
-        for f in sorted(p for p in (tmp / "sources").rglob("*") if p.is_file()):
-            svc["s3"].upload_file(str(f), BUCKET, f"sources/{f.relative_to(tmp / 'sources').as_posix()}")
-            n_up += 1
+        n_up = upload_tree(svc["s3"], tmp / "sources", BUCKET, "sources")
         for k, v in {**S3_CREDS, "AWS_ENDPOINT_URL": svc["s3_endpoint"], "OMP_NUM_THREADS": "1",
                      tracking.ENV_TRACKING_URI: svc["tracking_uri"], "MDFNET_GIT_SHA": HOST_SHA}.items():
             mp.setenv(k, v)

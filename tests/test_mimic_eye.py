@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from servers import upload_tree
 
 from mdfnet.data import schema
 from mdfnet.data import synthetic as S
@@ -251,9 +252,7 @@ def test_mimic_eye_tree_from_s3_through_the_join_step(cohort, tmp_path, fake_aws
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="physionet")
-        for f in sorted(src.rglob("*")):
-            if f.is_file():
-                s3.upload_file(str(f), "physionet", f"mimic-eye/1.0.0/{f.relative_to(src).as_posix()}")
+        upload_tree(s3, src, "physionet", "mimic-eye/1.0.0")
         out = steps.join_step("s3://physionet/mimic-eye/1.0.0", tmp_path / "joined")
     base = cohort["mimic-eye"][3]
     assert (out["n_input"], out["n_kept"], out["exclusions"]) == (base.n_input, base.n_kept, base.exclusions)

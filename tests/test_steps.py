@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from servers import upload_tree
 from stand_in_model import log_stand_in_model
 
 from mdfnet import tracking
@@ -316,9 +317,7 @@ def test_join_from_s3_gives_a_self_contained_dataset_that_preprocesses(tmp_path,
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="mimic")
-        for f in src.rglob("*"):
-            if f.is_file():
-                s3.upload_file(str(f), "mimic", f"eye/{f.relative_to(src).as_posix()}")
+        upload_tree(s3, src, "mimic", "eye")
         joined = steps.join_step("s3://mimic/eye", tmp_path / "joined")
     assert joined["n_input"] == 12 and joined["n_kept"] + sum(joined["exclusions"].values()) == 12
     assert f"{joined['n_kept']} of 12 REFLACX readings kept" in joined["report_markdown"]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_sources
 from moto import mock_aws
-from servers import free_port
+from servers import free_port, upload_tree
 
 from mdfnet.data import schema
 from mdfnet.pipeline.sources import S3_MAX_ATTEMPTS_ENV, StepError, fetch_source
@@ -82,12 +82,8 @@ def test_unreachable_s3_is_retried_then_named(tmp_path, monkeypatch, fake_aws):
         fetch_source("s3://bkt/src", tmp_path / "dl")
     assert seen == {"attempts": 3, "refused": 3, "gets": 0}  # $MDFNET_S3_MAX_ATTEMPTS attempts, then the error
 
-def _upload_tree(s3, root: Path, bucket: str, prefix: str) -> int:
-    s3.create_bucket(Bucket=bucket)
-    files = [f for f in sorted(root.rglob("*")) if f.is_file()]
-    for f in files:
-        s3.upload_file(str(f), bucket, f"{prefix}/{f.relative_to(root).as_posix()}")
-    return len(files)
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.mark.integration
@@ -98,7 +94,8 @@ def test_join_from_s3_outlives_the_server_stopped_and_restarted(tmp_path, monkey
 
     store = seaweed_env
     src = tiny_sources(tmp_path / "src", n=8)
-    n_files = _upload_tree(store.s3, src, "outage", "mimic")
+    store.s3.create_bucket(Bucket="outage")
+    n_files = upload_tree(store.s3, src, "outage", "mimic")
     restart = threading.Timer(0.5, store.start_endpoint)
 
     def outage(n_got: int) -> None:
@@ -111,9 +108,7 @@ def test_join_from_s3_outlives_the_server_stopped_and_restarted(tmp_path, monkey
     restart.join()
     assert seen["refused"] >= 1  # the endpoint really was away: attempts were refused, and retried
     assert seen["gets"] >= n_files  # (a body cut off mid-stream is fetched again)
-    downloaded = {p.relative_to(tmp_path / "dl").as_posix(): p.read_bytes() for p in (tmp_path / "dl").rglob("*")
-                  if p.is_file()}
-    assert downloaded == {p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    assert _files(tmp_path / "dl") == _files(src)
     local = steps.join_step(str(src), tmp_path / "joined_local")
     assert {k: res[k] for k in ("n_input", "n_kept", "n_boxes", "exclusions")} \
         == {k: local[k] for k in ("n_input", "n_kept", "n_boxes", "exclusions")}

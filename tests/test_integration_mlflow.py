@@ -213,14 +213,13 @@ def test_champion_registration_on_server(client, tracked_run):
     assert client.get_model_version(name, "1").tags["mdfnet.champion_decision"] == "promoted"
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_model_store_away_at_the_end_fails_the_step_named_and_a_rerun_completes(services, client, seaweed,
                                                                                 tiny_preprocessed, tmp_path,
                                                                                 monkeypatch):
     """The S3 store behind the tracking server goes away once training is done (its checkpoints reached it): the
     train step fails with a TrackingError that names the run and the server. The store comes back; the rerun (a
     new pod) resumes at the end from the durable checkpoints, trains nothing again and stores the model."""
-    import torch
-
     from mdfnet import tracking
     from mdfnet.pipeline import steps
 
@@ -237,8 +236,6 @@ def test_model_store_away_at_the_end_fails_the_step_named_and_a_rerun_completes(
         flush(self)
 
     monkeypatch.setattr(tracking.MlflowLogger, "flush", store_goes_away)  # called once training is done
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         with pytest.raises(tracking.TrackingError, match=rf"cell run \w+: the trained model could not be stored at "
                                                          rf"{services['tracking_uri']} .*a rerun of the step resumes"):
@@ -247,8 +244,7 @@ def test_model_store_away_at_the_end_fails_the_step_named_and_a_rerun_completes(
         monkeypatch.setattr(tracking.MlflowLogger, "flush", flush)
         done = steps.train_step(item, tiny_preprocessed, tmp_path / "a2", client=client)
     finally:
-        torch.set_num_threads(threads)
-        if seaweed.gateway.proc.poll() is not None:
+        if seaweed.gateway.proc.poll() is not None:  # the session's store: leave it answering
             seaweed.start_endpoint(wait=True)
     assert sorted(m.value for m in client.get_metric_history(done["run_id"], "epoch")) == [1.0, 2.0]
     model_id = done["model_uri"].removeprefix("models:/")

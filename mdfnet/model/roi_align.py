@@ -12,13 +12,23 @@ separable along y and x), so autograd's matrix-product backward gives the gradie
   [0, W−1]`` and bilinearly interpolated;
 - each bin is the mean of its ``s×s`` samples.
 
+Precision: RoI coordinates, sample positions and bilinear weights are always float32 (float64 for float64
+features), whatever the features' dtype: bfloat16 has 8 significant bits, so coordinates above 256 px would
+round to multiples of 2 or more and move samples by whole pixels. The two matrix products run in that same
+float32 (or float64) with autocast turned off inside, and the result is cast back to the features' dtype,
+which is the output dtype; this is what torchvision's autocast wrapper of ``roi_align`` does too. float32 and
+float64 features therefore give exactly what they gave before; bfloat16 and float16 features differ from the
+float32 result by little more than their own rounding (``tests/test_roi_align.py`` measures it).
+
 :class:`SingleMapRoIAlign` is the drop-in replacement for ``torchvision.ops.MultiScaleRoIAlign`` with one
-feature map (the scale is inferred the same way: the power of two nearest to feature size / image size); on
-CUDA it calls torchvision's kernel, which is fast there.
+feature map (the scale is inferred the same way: the power of two nearest to feature size / image size). Which
+kernel runs is :func:`kernel_name`: torchvision's on CUDA tensors (fast there), :func:`roi_align_cpu` on any
+other device; each module records the one its last call used in ``last_kernel``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -59,22 +69,44 @@ def roi_align_cpu(features: torch.Tensor, boxes: list[torch.Tensor], output_size
     if len(boxes) != features.shape[0]:
         raise ValueError(f"{len(boxes)} box tensors for {features.shape[0]} feature maps")
     _, c, h, w = features.shape
+    compute = compute_dtype(features.dtype)
     out = []
-    for b, bx in enumerate(boxes):
-        if len(bx) == 0:
-            continue
-        r = bx.detach().to(features.dtype) * spatial_scale
-        width = (r[:, 2:3] - r[:, 0:1]).clamp(min=1.0)
-        height = (r[:, 3:4] - r[:, 1:2]).clamp(min=1.0)
-        ay = _axis_weights(r[:, 1:2], height, h, output_size, sampling_ratio)  # [N, P, H]
-        ax = _axis_weights(r[:, 0:1], width, w, output_size, sampling_ratio)  # [N, P, W]
-        n, p = ay.shape[:2]
-        rows = ay.reshape(n * p, h) @ features[b].transpose(0, 1).reshape(h, c * w)  # [N·P, C·W]
-        pooled = torch.bmm(rows.reshape(n, p * c, w), ax.transpose(1, 2))  # [N, P·C, P]
-        out.append(pooled.reshape(n, p, c, p).transpose(1, 2))  # [N, C, P, P]
-    if not out:
-        return features.new_zeros((0, c, output_size, output_size))
-    return torch.cat(out, dim=0)
+    with _autocast_off(features.device):
+        for b, bx in enumerate(boxes):
+            if len(bx) == 0:
+                continue
+            r = bx.detach().to(compute) * spatial_scale
+            width = (r[:, 2:3] - r[:, 0:1]).clamp(min=1.0)
+            height = (r[:, 3:4] - r[:, 1:2]).clamp(min=1.0)
+            ay = _axis_weights(r[:, 1:2], height, h, output_size, sampling_ratio)  # [N, P, H]
+            ax = _axis_weights(r[:, 0:1], width, w, output_size, sampling_ratio)  # [N, P, W]
+            n, p = ay.shape[:2]
+            rows = ay.reshape(n * p, h) @ features[b].to(compute).transpose(0, 1).reshape(h, c * w)  # [N·P, C·W]
+            pooled = torch.bmm(rows.reshape(n, p * c, w), ax.transpose(1, 2))  # [N, P·C, P]
+            out.append(pooled.reshape(n, p, c, p).transpose(1, 2).to(features.dtype))  # [N, C, P, P]
+        if not out:
+            return features.new_zeros((0, c, output_size, output_size))
+        return torch.cat(out, dim=0)
+
+
+def compute_dtype(feature_dtype: torch.dtype) -> torch.dtype:
+    """The dtype :func:`roi_align_cpu` computes in: float64 for float64 features, float32 for any other
+    (bfloat16, float16, float32); the result is cast back to ``feature_dtype``."""
+    return torch.promote_types(feature_dtype, torch.float32)
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``device``'s type (it would run the products in bfloat16), or nothing where
+    autocast does not exist for that device type."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def kernel_name(x: torch.Tensor) -> str:
+    """The RoIAlign kernel :class:`SingleMapRoIAlign` runs on features ``x``: ``"torchvision"`` on a CUDA
+    tensor, ``"matmul"`` (:func:`roi_align_cpu`) on any other device."""
+    return "torchvision" if x.device.type == "cuda" else "matmul"
 
 
 def infer_scale(feature_size: tuple[int, int], image_shapes: list[tuple[int, int]]) -> float:
@@ -97,12 +129,15 @@ class SingleMapRoIAlign(nn.Module):
         self.featmap_name = featmap_name
         self.output_size = output_size
         self.sampling_ratio = sampling_ratio
+        self.last_kernel: str | None = None
+        """The :func:`kernel_name` of the last ``forward`` (``None`` before the first)."""
 
     def forward(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]]) -> torch.Tensor:
         x = features[self.featmap_name]
         scale = infer_scale(tuple(x.shape[-2:]), image_shapes)
-        if x.is_cuda:
+        self.last_kernel = kernel_name(x)
+        if self.last_kernel == "torchvision":
             return tv_roi_align(x, boxes, output_size=self.output_size,
                                 spatial_scale=scale, sampling_ratio=self.sampling_ratio)
         return roi_align_cpu(x, boxes, self.output_size, scale, self.sampling_ratio)

@@ -31,9 +31,10 @@ CASES = [("baseline", "sum"), ("msf1d", "sum")] + [(v, f) for v in ("msf3d", "md
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def make_batch(seed: int = 0, size: int = S, num_numeric: int = 9, num_categorical: int = 1):
-    """Two images: the first with two boxes, the second with none."""
+    """Two uint8 ``[1, S, S]`` grayscale images as the dataset hands them: the first with two boxes, the second
+    with none."""
     g = torch.Generator().manual_seed(seed)
-    images = [torch.rand(3, size, size, generator=g) for _ in range(2)]
+    images = [torch.randint(0, 256, (1, size, size), dtype=torch.uint8, generator=g) for _ in range(2)]
     boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0], [20.0, 10.0, 60.0, 30.0]])
     masks = torch.zeros(2, size, size, dtype=torch.uint8)
     masks[0, 6:50, 4:40] = 1
@@ -239,7 +240,7 @@ def test_backbone_stride_reaches_both_backbones_and_rpn_heads():
     model = build_model(cfg, 9, 1, S)
     images, clinical, _ = make_batch()
     with torch.no_grad():
-        fmap = model.features(torch.stack(images), model.clinical_encoder(clinical, 2))
+        fmap = model.features(model.transform(images)[0].tensors, model.clinical_encoder(clinical, 2))
         assert fmap.shape == (2, 64, 8, 8)
         assert model.features.clinical_backbone(torch.rand(1, 3, S, S)).shape == (1, 64, 8, 8)
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 16
@@ -295,6 +296,62 @@ def test_bad_inputs_raise_clear_errors():
         model(images, clinical, None)
     with pytest.raises(ValueError, match=r"categorical.*expected \(2, 1\)"):
         model(images, {"numeric": clinical["numeric"], "categorical": torch.zeros(2, 2, dtype=torch.long)}, targets)
+
+
+def as_old_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[1, S, S]`` → float32 ``[3, S, S]`` in [0, 1], as the dataset gave images before (grey on 3 channels)."""
+    return image.to(torch.float32).div_(255.0).expand(3, -1, -1).contiguous()
+
+
+def test_transform_converts_uint8_gray_as_the_old_float_path():
+    """uint8 [1,S,S] (and float [1,S,S]) give the batch that float [3,S,S] gave through torchvision's normalize."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    cfg = ModelConfig()
+    transform = build_model(ModelConfig(variant="baseline", use_mask=False), 0, 0, S).transform
+    images, _, _ = make_batch()
+    reference = torch.stack([GeneralizedRCNNTransform.normalize(transform, as_old_float(im)) for im in images])
+    assert reference.shape == (2, 3, S, S) and reference.dtype == torch.float32
+    for inputs in (images, [as_old_float(im) for im in images], [as_old_float(im)[:1] for im in images]):
+        batch, _ = transform(inputs)
+        assert batch.tensors.shape == (2, 3, S, S) and batch.tensors.dtype == torch.float32
+        assert float((batch.tensors - reference).abs().max()) < 1e-6
+        assert batch.image_sizes == [(S, S), (S, S)]
+    # the per-channel ImageNet statistics: pixel 0 → -mean/std, pixel 255 → (1 - mean)/std on each channel
+    extremes = transform.normalize(torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2))
+    mean, std = torch.tensor(cfg.image_mean), torch.tensor(cfg.image_std)
+    assert torch.allclose(extremes[:, 0, 0], -mean / std, atol=1e-6)
+    assert torch.allclose(extremes[:, 0, 1], (1 - mean) / std, atol=1e-6)
+
+
+def test_model_outputs_equal_for_uint8_and_float_images():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(variant="mdf", use_mask=False, box_score_thresh=0.0), 9, 1, S).eval()
+    images, clinical, _ = make_batch()
+    with torch.no_grad():
+        a = model(images, clinical)
+        b = model([as_old_float(im) for im in images], clinical)
+    assert [len(o["boxes"]) for o in a] == [len(o["boxes"]) for o in b] and all(len(o["boxes"]) for o in a)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x["labels"], y["labels"])
+        assert float((x["boxes"] - y["boxes"]).abs().max()) < 1e-5
+        assert float((x["scores"] - y["scores"]).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (torch.zeros(1, S, S, dtype=torch.int32), r"dtype torch.int32 and shape \(1, 64, 64\)"),
+    (torch.zeros(3, S, S, dtype=torch.float64), r"dtype torch.float64 and shape \(3, 64, 64\)"),
+    (torch.zeros(3, S, S, dtype=torch.uint8), r"dtype torch.uint8 and shape \(3, 64, 64\)"),
+    (torch.zeros(2, S, S), r"dtype torch.float32 and shape \(2, 64, 64\)"),
+    (torch.zeros(4, S, S), r"dtype torch.float32 and shape \(4, 64, 64\)"),
+    (torch.zeros(1, 32, 32, dtype=torch.uint8), r"size \(32, 32\), expected \(64, 64\)"),
+])
+def test_transform_rejects_other_images_naming_them(image, message):
+    model = build_model(ModelConfig(variant="baseline", use_mask=False), 0, 0, S).eval()
+    with pytest.raises(ValueError, match=message) as err, torch.no_grad():
+        model([image])
+    if "dtype" in message:  # and says what it takes
+        assert "expected uint8 [1, 64, 64] (grayscale 0..255) or float32 [1 or 3, 64, 64] in [0, 1]" in str(err.value)
 
 
 def test_model_config_rejects_unknown_backbone():

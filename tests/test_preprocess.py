@@ -164,7 +164,11 @@ def test_dataset_items_and_empty_targets(tiny_preprocessed):
     assert len(ds) == 8 and len(ds.ids) == 8 and ds.classes == schema.CLASSES
     assert ds.features == schema.ALL_FEATURES
     img, clin, tgt = ds[0]
-    assert img.shape == (3, 64, 64) and img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1
+    # the cached grayscale as it is: uint8 [1, S, S], S·S bytes (the model's transform converts it on the device)
+    assert img.shape == (1, 64, 64) and img.dtype == torch.uint8
+    assert img.untyped_storage().nbytes() == 64 * 64
+    cache = np.load(tiny_preprocessed / "images.npy")
+    assert np.array_equal(img[0].numpy(), cache[ds._cache_index[0]])
     assert clin["numeric"].shape == (9,) and clin["categorical"].shape == (1,)
     assert clin["categorical"].dtype == torch.int64
     sizes = [ds.target(i)["boxes"].shape[0] for i in range(len(ds))]
@@ -232,6 +236,7 @@ def test_shuffled_clinical_rows_keep_readings_of_one_image_together():
 def test_collate_and_masks(tiny_preprocessed):
     ds = MDFDataset(tiny_preprocessed, "train")
     images, clinical, targets = collate_detection([ds[0], ds[1], ds[2]])
+    assert [(im.shape, im.dtype) for im in images] == [((1, 64, 64), torch.uint8)] * 3
     assert len(images) == 3 and clinical["numeric"].shape == (3, 9) and clinical["categorical"].shape == (3, 1)
     assert len(targets) == 3
     m = boxes_to_masks(torch.tensor([[1.0, 2.0, 4.0, 3.0]]), 6)

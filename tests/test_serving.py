@@ -132,6 +132,25 @@ def test_cached_pixels_equal_the_inference_decoder(tiny_joined, tiny_preprocesse
         assert size == (int(r.image_width), int(r.image_height))
 
 
+def test_served_images_reach_the_model_as_the_dataset_hands_them(tiny_joined, tiny_preprocessed):
+    """Predictor.decode gives the training loader's image of the same study, bit for bit: uint8 [1, S, S]."""
+    import torch
+
+    from mdfnet.data import MDFDataset
+    from mdfnet.data.join import image_root
+    from mdfnet.serving.predictor import Predictor
+
+    ds = MDFDataset(tiny_preprocessed, "val", with_masks=False)
+    rows = range(min(3, len(ds)))
+    frame = pd.DataFrame({"image": [base64.b64encode((image_root(tiny_joined) / ds.instances["image_path"][i])
+                                                     .read_bytes()).decode() for i in rows]})
+    images, sizes = Predictor(model=None, cfg=None, meta={"image_size": 64}).decode(frame)
+    assert len(images) == len(sizes) == len(rows) > 0
+    for i, im in zip(rows, images, strict=True):
+        assert im.shape == (1, 64, 64) and im.dtype == torch.uint8
+        assert torch.equal(im, ds.image(i))
+
+
 def test_16bit_png_is_scaled_not_clipped():
     ramp = np.tile(np.linspace(0, 60000, 64).astype(np.uint16), (64, 1))
     gray, size = read_gray(_png(ramp), 64)
@@ -240,3 +259,30 @@ def test_serving_device_is_chosen_by_the_environment(monkeypatch):
     monkeypatch.setenv(DEVICE_ENV, "tpu")
     with pytest.raises(ModelSourceError, match="MDFNET_SERVING_DEVICE='tpu': expected auto, cpu or cuda"):
         resolve_device()
+
+
+def test_the_device_pin_keeps_served_models_on_the_cpu_when_cuda_is_available(monkeypatch, tmp_path):
+    """``MDFNET_SERVING_DEVICE=cpu`` (the pin of ``test_serving_server.py``) with ``torch.cuda.is_available``
+    forced to True: ``open_model`` (a checkpoint) and the pyfunc's ``load_context`` (a bundle) leave a
+    stand-in predictor's model on the CPU; without the pin ``auto`` would pick CUDA."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from mdfnet.serving import predictor as serving
+    from mdfnet.serving.pyfunc import MDFNetModel
+    from mdfnet.training.config import TrainConfig
+
+    stand_in = serving.Predictor(torch.nn.Linear(3, 2), TrainConfig(), {})
+    monkeypatch.setattr(serving.Predictor, "from_checkpoint", classmethod(lambda cls, path, data_dir=None: stand_in))
+    monkeypatch.setattr(serving.Predictor, "from_bundle", classmethod(lambda cls, bundle_dir: stand_in))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv(serving.DEVICE_ENV, raising=False)
+    assert serving.resolve_device() == torch.device("cuda")
+    monkeypatch.setenv(serving.DEVICE_ENV, "cpu")
+    (tmp_path / "model.pt").write_bytes(b"")
+    serving.open_model(str(tmp_path / "model.pt"))
+    served = MDFNetModel()
+    served.load_context(SimpleNamespace(artifacts={"bundle": str(tmp_path)}))
+    assert served.predictor is stand_in
+    assert [p.device.type for p in stand_in.model.parameters()] == ["cpu", "cpu"]

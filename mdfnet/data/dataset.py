@@ -41,7 +41,9 @@ class MDFDataset(Dataset):
 
     Item ``i`` is ``(image, clinical, target)``:
 
-    - ``image``: float32 ``[3, S, S]`` in [0, 1] (the grayscale CXR repeated on 3 channels);
+    - ``image``: uint8 ``[1, S, S]``, the cached grayscale CXR as it is (``S·S`` bytes); the model's transform
+      (:class:`mdfnet.model.detector.FixedSizeTransform`) scales, normalises and expands it to 3 channels on
+      the model's device, so DataLoader workers pass 1 byte per pixel through shared memory, not 12;
     - ``clinical``: ``{"numeric": float32 [k], "categorical": int64 [m]}`` for the selected features
       (numeric imputed + standardised with the train-only transform; gender 0 = missing, 1 = F, 2 = M);
     - ``target``: ``{"boxes": float32 [N, 4] xyxy in cached pixels, "labels": int64 [N] in 1..5,
@@ -116,8 +118,8 @@ class MDFDataset(Dataset):
         return {"boxes": self._boxes[i].clone(), "labels": self._labels[i].clone()}
 
     def image(self, i: int) -> torch.Tensor:
-        gray = torch.from_numpy(np.array(self.images[self._cache_index[i]], dtype=np.uint8))
-        return gray.to(torch.float32).div_(255.0).unsqueeze(0).expand(3, -1, -1).contiguous()
+        """The cached grayscale image of item ``i``: uint8 ``[1, S, S]`` (a copy out of the memory map)."""
+        return torch.from_numpy(np.array(self.images[self._cache_index[i]], dtype=np.uint8)).unsqueeze(0)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         if not 0 <= i < len(self):
@@ -130,7 +132,8 @@ class MDFDataset(Dataset):
 
 class SplitSubset(Dataset):
     """The first ``n`` items of a split with the split's cheap API (``ids``, ``target``, ``image_size``,
-    ``classes``), so it can be predicted and scored like the split itself (the train-AP subset)."""
+    ``classes``), so it can be predicted and scored like the split itself (the train-AP subset). Items are
+    ``(image uint8 [1,S,S], clinical, target without masks)``."""
 
     def __init__(self, ds: MDFDataset, n: int) -> None:
         self.ds, self.n = ds, min(int(n), len(ds))
@@ -180,8 +183,9 @@ def boxes_to_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def collate_detection(batch):
-    """List of dataset items → ``(images: list[[3,S,S]], clinical: {"numeric": [B,k], "categorical": [B,m]},
-    targets: list[dict])`` as torchvision's detection models take them."""
+    """List of dataset items → ``(images: list[uint8 [1,S,S]], clinical: {"numeric": [B,k], "categorical": [B,m]},
+    targets: list[dict])`` as :class:`mdfnet.model.detector.MDFNet` takes them (its transform converts the
+    images on the model's device)."""
     images, clinical, targets = zip(*batch, strict=True)
     return (
         list(images),

@@ -3,8 +3,9 @@
 Data flow of :class:`MDFNet` (``B`` images of ``S×S``, clinical vector of size ``D``, ``C`` feature channels):
 
 1. ``transform`` (:class:`FixedSizeTransform`, a small subclass of torchvision's
-   ``GeneralizedRCNNTransform``): ImageNet normalisation and batching to ``[B, 3, S, S]``; cached images are
-   already square ``S×S``, so it checks the size instead of resizing.
+   ``GeneralizedRCNNTransform``): uint8 ``[1, S, S]`` → float, ImageNet normalisation and expansion to 3
+   channels on the model's device, and batching to ``[B, 3, S, S]``; cached images are already square ``S×S``,
+   so it checks the size instead of resizing.
 2. ``clinical_encoder``: clinical dict → ``C`` ``[B, D]`` (``D = 0`` for the baseline), computed once per image.
 3. ``features``: the feature stage, ``(images [B,3,S,S], C [B,D])`` → ``[B, C, h, w]``: either
    :class:`ImageFeatures` (image backbone only) or :class:`FusedFeatures` (image backbone ⊕ clinical backbone
@@ -35,13 +36,46 @@ FEATURE_KEY = "0"
 
 
 class FixedSizeTransform(GeneralizedRCNNTransform):
-    """``GeneralizedRCNNTransform`` for images that are already ``image_size × image_size``: normalise and
-    batch, never resize (no padding either: ``size_divisible=1``); a differently sized image raises."""
+    """``GeneralizedRCNNTransform`` for images that are already ``image_size × image_size``: convert, normalise
+    and batch, never resize (no padding either: ``size_divisible=1``); a differently sized image raises.
+
+    Accepted images (each converted once, on the device it is on: the model's):
+
+    - uint8 ``[1, S, S]``, the cached grayscale (:class:`mdfnet.data.MDFDataset`, the serving decoder): ÷ 255;
+    - float32 ``[1, S, S]`` or ``[3, S, S]`` in [0, 1] (the range is not checked).
+
+    Output of :meth:`normalize`: float32 ``[3, S, S]``, ``(x - image_mean[c]) / image_std[c]`` per channel ``c``;
+    a 1-channel image is broadcast to 3 channels, which gives the values of the grayscale repeated on 3 channels
+    and then normalised. Any other dtype or channel count raises ValueError naming it.
+    """
 
     def __init__(self, image_size: int, image_mean: list[float], image_std: list[float]) -> None:
         super().__init__(min_size=image_size, max_size=image_size, image_mean=list(image_mean),
                          image_std=list(image_std), size_divisible=1)
         self.image_size = image_size
+        # [3, 1, 1] on the model's device (follow .to(device)); not in the state dict, which holds weights only
+        self.register_buffer("_mean", torch.tensor(self.image_mean, dtype=torch.float32)[:, None, None],
+                             persistent=False)
+        self.register_buffer("_std", torch.tensor(self.image_std, dtype=torch.float32)[:, None, None],
+                             persistent=False)
+
+    def check_image(self, image: torch.Tensor) -> None:
+        """Raise ValueError unless ``image`` is uint8 ``[1, H, W]`` or float32 ``[1|3, H, W]`` (size: ``resize``)."""
+        ok_channels = (1,) if image.dtype == torch.uint8 else (1, 3)
+        if image.dtype not in (torch.uint8, torch.float32) or image.dim() != 3 or image.shape[0] not in ok_channels:
+            s = self.image_size
+            raise ValueError(
+                f"image of dtype {image.dtype} and shape {tuple(image.shape)}, expected uint8 [1, {s}, {s}] "
+                f"(grayscale 0..255) or float32 [1 or 3, {s}, {s}] in [0, 1]"
+            )
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[1, S, S]`` or float32 ``[1|3, S, S]`` → normalised float32 ``[3, S, S]`` (class docstring)."""
+        self.check_image(image)
+        if image.dtype == torch.uint8:
+            image = image.to(torch.float32).div_(255.0)
+        mean, std = self._mean.to(image.device), self._std.to(image.device)  # no-ops once the model is there
+        return (image - mean).div_(std)
 
     def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None):
         if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
@@ -110,10 +144,12 @@ def check_targets(targets: list[dict[str, torch.Tensor]], batch_size: int) -> No
 class MDFNet(nn.Module):
     """Mask/Faster R-CNN with a clinical pathway (module docstring).
 
-    ``forward(images: list[[3,S,S]] in [0,1], clinical: {"numeric": [B,k], "categorical": [B,m]} | None,
-    targets: list[dict] | None)``: train mode → dict of losses (``loss_objectness``, ``loss_rpn_box_reg``,
-    ``loss_classifier``, ``loss_box_reg`` [, ``loss_mask``]); eval mode → list of ``{"boxes": [n,4] xyxy,
-    "labels": [n], "scores": [n] [, "masks": [n,1,S,S]]}``.
+    ``forward(images: list[[1,S,S] uint8 or [C,S,S] float in [0,1]], clinical: {"numeric": [B,k],
+    "categorical": [B,m]} | None, targets: list[dict] | None)``: train mode → dict of losses
+    (``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg`` [, ``loss_mask``]); eval
+    mode → list of ``{"boxes": [n,4] xyxy, "labels": [n], "scores": [n] [, "masks": [n,1,S,S]]}``. Images
+    (uint8 grayscale as :class:`mdfnet.data.MDFDataset` gives them, or float with C = 1 or 3) are converted by
+    ``transform`` (:class:`FixedSizeTransform`) on the device they are on.
     """
 
     def __init__(self, transform: FixedSizeTransform, clinical_encoder: nn.Module, features: nn.Module,

@@ -144,15 +144,15 @@ class Predictor:
                 "categorical": torch.from_numpy(np.ascontiguousarray(categorical[:, cat_idx]))}
 
     def decode(self, frame: pd.DataFrame) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
-        """The request's images → model inputs float32 ``[3, S, S]`` in [0, 1] and original ``(width, height)``."""
+        """The request's images → model inputs uint8 ``[1, S, S]`` (grayscale, as :class:`mdfnet.data.MDFDataset`
+        hands them to training: the model's transform converts both alike) and original ``(width, height)``."""
         images, sizes = [], []
         for i, value in enumerate(frame["image"]):
             try:
                 gray, size = read_gray(decode_base64_image(i, value), self.image_size)
             except ImageReadError as e:
                 raise RequestError(f"row {i}: {e}") from None
-            t = torch.from_numpy(gray.copy()).to(torch.float32).div_(255.0)
-            images.append(t.unsqueeze(0).expand(3, -1, -1).contiguous())
+            images.append(torch.from_numpy(np.array(gray, dtype=np.uint8)).unsqueeze(0))
             sizes.append(size)
         return images, sizes
 

@@ -1,6 +1,11 @@
 """The champion in use: a tiny model logged by the train step's code (pyfunc, models-from-code), registered as
 ``champion``, served by a real ``mlflow models serve`` process on loopback; ``mdfnet predict`` and the evaluation
-recipe give the same detections for the same input."""
+recipe give the same detections for the same input.
+
+Every side of every comparison runs on the CPU, also on a machine with a GPU: the reference predictor is moved
+to the CPU explicitly, and ``$MDFNET_SERVING_DEVICE=cpu`` (set by ``served`` for the module, and in the
+server's environment) pins the served model and the in-process ``mdfnet predict`` that would otherwise pick
+CUDA when it is available (``resolve_device``'s ``auto``)."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import pytest
 from servers import Service, binary, free_port, no_proxy_for_loopback
 
 from mdfnet.data import schema
+from mdfnet.serving.predictor import DEVICE_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -57,7 +63,8 @@ def _post(url: str, payload: dict | bytes) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def served(tiny_joined, tiny_preprocessed, tmp_path_factory):
-    """Train 2 steps, log + register as champion (sqlite store), serve ``models:/NAME@champion``."""
+    """Train 2 steps, log + register as champion (sqlite store), serve ``models:/NAME@champion``; served,
+    in-process and reference models all on the CPU (module docstring)."""
     from mdfnet import registry, tracking
     from mdfnet.serving.predictor import Predictor
     from mdfnet.serving.pyfunc import log_served_model
@@ -67,16 +74,17 @@ def served(tiny_joined, tiny_preprocessed, tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp, no_proxy_for_loopback():
         mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv(DEVICE_ENV, "cpu")  # the in-process pyfunc loads and `mdfnet predict` of the tests below
         client = tracking.configure()
         result = train(config_from_sources(None, TINY), tiny_preprocessed, tmp / "run", max_steps=2)
         run_id = client.create_run(tracking.get_or_create_experiment(client, "serving")).info.run_id
-        predictor = Predictor.from_checkpoint(result.last_checkpoint)
+        predictor = Predictor.from_checkpoint(result.last_checkpoint).to("cpu")
         model_uri = log_served_model(client, run_id, predictor)
         client.log_metric(run_id, tracking.SELECTION_METRIC, 0.1)
         registry.register_champion(client, MODEL, model_uri, run_id, 0.1)
         port = free_port()
         # mlflow starts uvicorn by name: the venv's bin must be on PATH (it is in the images)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", DEVICE_ENV: "cpu",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         argv = [binary("mlflow", "mlflow>=3.17,<4"), "models", "serve", "-m", f"models:/{MODEL}@champion",
                 "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -84,9 +92,25 @@ def served(tiny_joined, tiny_preprocessed, tmp_path_factory):
         try:
             server.wait_http(f"http://127.0.0.1:{port}/ping", timeout=120)
             yield {"url": f"http://127.0.0.1:{port}", "server": server, "run_dir": tmp / "run",
-                   "checkpoint": result.last_checkpoint, "predictor": predictor, "uri": uri, "tmp": tmp}
+                   "checkpoint": result.last_checkpoint, "predictor": predictor, "uri": uri, "tmp": tmp,
+                   "env": env}
         finally:
             server.stop()
+
+
+def test_every_compared_model_is_on_the_cpu_even_when_cuda_is_available(served, monkeypatch):
+    """The pins of the module docstring, checked without a GPU: with ``torch.cuda.is_available`` forced to
+    True, the champion loaded as ``mdfnet predict`` and the server load it (pyfunc ``load_context``) is on the
+    CPU, as is the reference predictor; the server process gets ``MDFNET_SERVING_DEVICE=cpu``."""
+    import mlflow
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    mlflow.set_tracking_uri(served["uri"])
+    loaded = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model().predictor
+    for model in (loaded.model, served["predictor"].model):
+        assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert served["env"][DEVICE_ENV] == os.environ[DEVICE_ENV] == "cpu"
 
 
 def test_served_champion_answers_with_boxes_inside_the_image(served, tiny_joined, tiny_preprocessed):

@@ -44,9 +44,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         return _coerce_union(value, tp, key)
     if origin is typing.Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise ConfigError(f"{key}: value {value!r} is not one of {list(typing.get_args(tp))}")
+        return _as_literal(value, typing.get_args(tp), key)
     if origin in (list, tuple):
         return _coerce_sequence(value, tp, key)
     if origin is dict:
@@ -62,6 +60,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return from_dict(tp, value, prefix=f"{key}.")
     scalar = _SCALARS.get(tp)
     return scalar(value, key) if scalar else value
+
+
+_YAML_BOOL_WORDS = {False: ("off", "false", "no"), True: ("on", "true", "yes")}
+"""YAML 1.1 (PyYAML) reads these unquoted words as booleans: ``amp: off`` arrives as ``False``."""
+
+
+def _as_literal(value: Any, allowed: tuple[Any, ...], key: str) -> Any:
+    """``value`` if it is one of ``allowed``; a YAML boolean stands for the one allowed word that YAML reads as it
+    (``train.amp: off`` and ``--set train.amp=off`` both arrive as ``False`` and mean ``"off"``)."""
+    if isinstance(value, bool) and value not in allowed:
+        words = [w for w in _YAML_BOOL_WORDS[value] if w in allowed]
+        if len(words) == 1:
+            return words[0]
+    if value in allowed and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed)):
+        return value
+    raise ConfigError(f"{key}: value {value!r} is not one of {list(allowed)}")
 
 
 def _coerce_union(value: Any, tp: Any, key: str) -> Any:

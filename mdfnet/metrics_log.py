@@ -5,7 +5,8 @@ The library never imports a tracking package: training takes any object with the
 - :class:`NullLogger`: does nothing;
 - :class:`JsonlLogger`: appends one JSON object per line to a file (``RUN_DIR/metrics.jsonl``):
   ``{"kind": "params", "params": {...}}``, ``{"kind": "metrics", "step": 12, "metrics": {"train/loss_total": 1.2}}``
-  or ``{"kind": "artifact", "path": "...", "artifact_path": null}`` (artifacts are recorded, not copied);
+  ``{"kind": "tags", "tags": {"mdfnet.device": "cpu"}}`` or ``{"kind": "artifact", "path": "...",
+  "artifact_path": null}`` (artifacts are recorded, not copied);
 - the MLflow logger (``mdfnet.tracking``) implements the same interface; its metrics go through a
   :class:`Backlog`, so a tracking server that is away does not stop training and loses nothing.
 """
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class MetricLogger:
-    """Interface: parameters once, metrics per step, artifacts by path, then ``close()``."""
+    """Interface: parameters once, tags, metrics per step, artifacts by path, then ``close()``."""
 
     def log_params(self, params: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -33,6 +34,10 @@ class MetricLogger:
         raise NotImplementedError
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        raise NotImplementedError
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Facts about the run that may change when it resumes elsewhere (device, GPU, driver): tags, not params."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -55,6 +60,9 @@ class NullLogger(MetricLogger):
         pass
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
         pass
 
     def close(self) -> None:
@@ -92,6 +100,9 @@ class JsonlLogger(MetricLogger):
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._write({"kind": "artifact", "path": str(path), "artifact_path": artifact_path})
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._write({"kind": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def close(self) -> None:
         if not self._fh.closed:

@@ -301,7 +301,8 @@ def test_cli_train_then_resume(tiny_preprocessed, tmp_path):
     ck = load(out / "checkpoints" / "last.pt")
     assert ck["step"] == 3 and len(ck["meta"]["loss_names"]) == 4
     records = read_jsonl(out / "metrics.jsonl")
-    assert [rec["kind"] for rec in records] == ["params", "metrics", "params", "metrics"]
+    assert [rec["kind"] for rec in records] == ["params", "tags", "metrics", "params", "tags", "metrics"]
+    assert records[1]["tags"]["mdfnet.device"] == "cpu" and records[1]["tags"]["mdfnet.amp_dtype"] == "off"
     assert records[0]["params"]["model.fusion"] == "concat_conv"
     assert [rec["step"] for rec in records if rec["kind"] == "metrics"] == [2, 3]
     assert all("val/ap" in rec["metrics"] for rec in records if rec["kind"] == "metrics")
@@ -362,7 +363,7 @@ def test_amp_and_device_resolution_on_cpu():
     assert resolve_device("cpu") == cpu
     if not torch.cuda.is_available():
         assert resolve_device("auto") == cpu
-        with pytest.raises(TrainError, match="CUDA is not available"):
+        with pytest.raises(TrainError, match="CUDA is unusable"):
             resolve_device("cuda")
 
 

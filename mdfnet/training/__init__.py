@@ -12,7 +12,7 @@ from mdfnet.training.config import DataConfig, EvalSection, TrainConfig, TrainSe
 from mdfnet.training.errors import NonFiniteLossError, TrainError
 
 _LAZY = {
-    "TrainResult": "loop", "train": "loop", "train_step": "loop", "resolve_amp": "loop", "resolve_device": "loop",
+    "TrainResult": "loop", "train": "loop", "train_step": "loop", "resolve_amp": "device", "resolve_device": "device",
     "SCHEDULES": "loop", "finite_or_raise": "loop",
     "predict": "inference", "evaluate_split": "inference", "clinical_attribution": "attribution",
     "TrainState": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",

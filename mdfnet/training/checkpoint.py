@@ -162,7 +162,11 @@ def restore(parts: TrainParts, ckpt: dict[str, Any]) -> TrainState:
     parts.criterion.load_state_dict(ckpt["loss_weighting"])
     parts.optimizer.load_state_dict(ckpt["optimizer"])
     parts.scheduler.load_state_dict(ckpt["scheduler"])
-    parts.scaler.load_state_dict(ckpt["scaler"])
+    if parts.scaler.is_enabled() and not ckpt["scaler"]:  # saved without fp16 (train.amp, or auto on another GPU)
+        log.warning("resuming in fp16 from a checkpoint saved without loss scaling (another AMP mode): the "
+                    "GradScaler starts fresh (scale %g)", parts.scaler.get_scale())
+    else:
+        parts.scaler.load_state_dict(ckpt["scaler"])  # a disabled scaler ignores a saved state
     set_rng_state(ckpt["rng"])
     return TrainState.from_checkpoint(ckpt)
 

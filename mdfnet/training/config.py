@@ -42,6 +42,8 @@ class TrainSection:
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     progress: bool = True
+    system_metrics_s: float = 10.0
+    """Sampling interval of the run's system metrics (CPU, memory, GPU utilisation and memory) in MLflow; 0 = off."""
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "eval_every", "step_epochs"):
@@ -49,7 +51,8 @@ class TrainSection:
                 raise ConfigError(f"train.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr: expected a positive number, got {self.lr!r}")
-        for key in ("momentum", "weight_decay", "grad_clip_norm", "num_workers", "checkpoint_every_s"):
+        for key in ("momentum", "weight_decay", "grad_clip_norm", "num_workers", "checkpoint_every_s",
+                    "system_metrics_s"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key}: expected a value >= 0, got {getattr(self, key)!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:

@@ -43,6 +43,7 @@ from mdfnet.training.checkpoint import (
 )
 from mdfnet.training.config import TrainConfig
 from mdfnet.training.determinism import EpochSampler, seed_everything, seed_worker
+from mdfnet.training.device import cudnn_benchmark, describe, device_tags, resolve_amp, resolve_device
 from mdfnet.training.errors import NonFiniteLossError, TrainError
 from mdfnet.training.inference import evaluate_split
 
@@ -59,26 +60,6 @@ class TrainResult:
     steps: int
     epochs_completed: int
     history: list[dict[str, float]]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"train.device={name!r} but CUDA is not available")
-    return device
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: ``auto`` = bf16 on CUDA if supported else fp16, off on CPU."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16" and device.type != "cuda":
-        raise TrainError("train.amp=fp16 needs a CUDA device (use bf16 or off on CPU)")
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 SCHEDULES = {
@@ -101,7 +82,7 @@ def build_parts(cfg: TrainConfig, train_ds: MDFDataset) -> TrainParts:
     model.to(device)
     criterion.to(device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark(cfg.model.use_mask)
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
@@ -113,13 +94,14 @@ def build_parts(cfg: TrainConfig, train_ds: MDFDataset) -> TrainParts:
     return TrainParts(model, criterion, optimizer, SCHEDULES[t.schedule](optimizer, t), scaler, device, amp_dtype)
 
 
-def finite_or_raise(losses: dict[str, torch.Tensor], total: torch.Tensor, step: int) -> None:
-    """Raise :class:`NonFiniteLossError` naming the step and every NaN/inf term (the weighted total included)."""
-    values = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()]).cpu()
-    if bool(torch.isfinite(values).all()):
-        return
+def finite_or_raise(losses: dict[str, torch.Tensor], total: torch.Tensor, step: int) -> tuple[dict[str, float], float]:
+    """The loss terms and the weighted total as floats, read from the device in one copy (the step's one host sync,
+    before ``backward``); raise :class:`NonFiniteLossError` naming the step and every NaN/inf term."""
+    values = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()]).tolist()
+    if all(math.isfinite(v) for v in values):
+        return dict(zip(losses, values[:-1], strict=True)), values[-1]
     names = list(losses) + ["total (weighted)"]
-    bad = [(n, float(v)) for n, v in zip(names, values.tolist(), strict=True) if not math.isfinite(v)]
+    bad = [(n, v) for n, v in zip(names, values, strict=True) if not math.isfinite(v)]
     name, value = bad[0]
     raise NonFiniteLossError(
         f"step {step}: loss term {name!r} is {value}"
@@ -131,7 +113,9 @@ def finite_or_raise(losses: dict[str, torch.Tensor], total: torch.Tensor, step: 
 def train_step(parts: TrainParts, batch, grad_clip_norm: float, step: int) -> tuple[dict[str, float], float]:
     """One optimiser step on ``batch`` (images, clinical, targets); returns the loss terms and the weighted total.
 
-    ``step`` (1-based, across resumes) only names the step in a :class:`NonFiniteLossError`.
+    ``step`` (1-based, across resumes) only names the step in a :class:`NonFiniteLossError`. The host waits for the
+    device once per step (:func:`finite_or_raise`); backward and the update are queued behind it, so the next
+    batch is prepared while they run (a ``GradScaler`` in fp16 adds its own inf check).
     """
     images, clinical, targets = batch
     nb = parts.device.type == "cuda"
@@ -143,7 +127,7 @@ def train_step(parts: TrainParts, batch, grad_clip_norm: float, step: int) -> tu
         losses = parts.model(images, clinical, targets)
     losses = {k: v.float() for k, v in losses.items()}
     total = parts.criterion(losses)
-    finite_or_raise(losses, total, step)
+    values, total_value = finite_or_raise(losses, total, step)
     parts.optimizer.zero_grad(set_to_none=True)
     parts.scaler.scale(total).backward()
     if grad_clip_norm > 0:
@@ -151,16 +135,18 @@ def train_step(parts: TrainParts, batch, grad_clip_norm: float, step: int) -> tu
         torch.nn.utils.clip_grad_norm_([p for g in parts.optimizer.param_groups for p in g["params"]], grad_clip_norm)
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
-    return {k: float(v.detach()) for k, v in losses.items()}, float(total.detach())
+    return values, total_value
 
 
 def validate(parts: TrainParts, cfg: TrainConfig, val_ds: MDFDataset, state: TrainState,
              metrics: dict[str, float], train_subset: SplitSubset | None = None) -> bool:
     """Score ``val_ds`` into ``metrics`` (``val/ap``, ``val/ar``, ``time/val_s``; ``train/ap``, ``train/ar`` on
-    ``train_subset`` if given); True if the val AP is the best so far (ties keep the earlier; non-finite = -1)."""
+    ``train_subset`` if given); True if the val AP is the best so far (ties keep the earlier; non-finite = -1).
+
+    In fp32 even when training uses autocast: the AP that picks ``best.pt`` is the one the evaluate step computes
+    for it (bf16 would put every box coordinate above 256 px on a 2-px grid)."""
     t1 = time.perf_counter()
-    args = (cfg.train.batch_size, cfg.model.box_detections_per_img, cfg.model.box_score_thresh, parts.device,
-            parts.amp_dtype)
+    args = (cfg.train.batch_size, cfg.model.box_detections_per_img, cfg.model.box_score_thresh, parts.device, None)
     res = evaluate_split(parts.model, val_ds, *args)
     ap = float(res.ap)
     metrics.update({"val/ap": ap, "val/ar": float(res.ar), "time/val_s": time.perf_counter() - t1})
@@ -285,6 +271,9 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
                  state.batch_in_epoch)
     save_config(cfg, out_dir / "config.yaml")
     logger.log_params(flatten_params(to_dict(cfg)))
+    tags = device_tags(parts.device, None)
+    logger.set_tags(tags)
+    log.info("training on %s", describe(tags))
     meta, loader = _meta(train_ds, cfg), _loader(train_ds, cfg, parts.device)
 
     def checkpoint() -> None:  # mid-epoch, on a timer (preemptible GPUs): the same file and hook as epoch ends

@@ -2,6 +2,7 @@
 
     python pipelines/compile.py [--output FILE] [--registry R] [--gpu-node-selector k=v]
                                 [--gpu-toleration key=value:Effect | key:Effect] [--parallelism N]
+                                [--shm-size QUANTITY] [--train-device cuda|cuda:N|auto|cpu]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated
 import typer
 
 from components import DEFAULT_REGISTRY
+from pipelines.pipeline import CompileOptions, check_quantity, check_train_device
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "pipelines" / "mdfnet_pipeline.yaml"
@@ -38,11 +40,27 @@ def parse_toleration(text: str) -> tuple[str, str | None, str]:
     return key, (value if eq else None), effect
 
 
+def parse_shm_size(text: str) -> str:
+    """A positive Kubernetes quantity (``2Gi``), else ``typer.BadParameter`` naming the value."""
+    try:
+        return check_quantity(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+def parse_train_device(text: str) -> str:
+    """A ``train.device`` value (``cuda``, ``cuda:N``, ``auto``, ``cpu``), else ``typer.BadParameter`` naming it."""
+    try:
+        return check_train_device(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
 def compile_pipeline(output: Path, **options) -> Path:
     """Compile with ``options`` (:class:`pipelines.pipeline.CompileOptions` fields) into ``output``."""
     from kfp import compiler
 
-    from pipelines.pipeline import CompileOptions, build_pipeline
+    from pipelines.pipeline import build_pipeline
 
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(CompileOptions(**options)), package_path=str(output))
@@ -64,6 +82,12 @@ def main(
     train_retries: Annotated[int, typer.Option("--train-retries", min=0)] = 2,
     secret: Annotated[str, typer.Option("--secret", help="Kubernetes Secret with S3/MLflow credentials; '' for "
                                         "none.")] = "mdfnet-credentials",
+    shm_size: Annotated[str, typer.Option("--shm-size", callback=parse_shm_size, help="Size limit of the train "
+                                          "task's memory-backed /dev/shm (a Kubernetes quantity).")
+                        ] = CompileOptions.shm_size,
+    train_device: Annotated[str, typer.Option("--train-device", callback=parse_train_device, help="train.device "
+                                              "of every cell (a run's config_overrides still win).")
+                            ] = CompileOptions.train_device,
 ) -> None:
     """Write the compiled pipeline package."""
     path = compile_pipeline(
@@ -71,6 +95,7 @@ def main(
         gpu_node_selector=parse_node_selector(gpu_node_selector) if gpu_node_selector else None,
         gpu_toleration=parse_toleration(gpu_toleration) if gpu_toleration else None,
         parallelism=parallelism, train_timeout_s=train_timeout, train_retries=train_retries, secret_name=secret,
+        shm_size=shm_size, train_device=train_device,
     )
     typer.echo(f"wrote {path}")
 

@@ -7,12 +7,16 @@ Runtime parameters (set per run in the KFP UI or by :mod:`pipelines.run_local`):
 ``registered_model`` and ``max_steps`` (0 = train the configured epochs).
 
 Compile-time options (:class:`CompileOptions`): the image ``registry``, loop ``parallelism`` (KFP needs it as a
-constant), the GPU node selector / toleration of the train task, its timeout and retries, and the Kubernetes
-Secret whose keys reach every step as environment variables (:data:`SECRET_KEYS`; values never appear in the
-package). The components are built for the registry here (``components.build_components``), not at import.
+constant), the GPU node selector / toleration of the train task, its timeout and retries, the size of its
+``/dev/shm`` (a memory-backed emptyDir: the DataLoader workers pass batches through it, and Kubernetes gives a pod
+only 64 MiB there), the ``train.device`` every cell asks for (``cuda`` on the cluster: a pod without a usable GPU
+fails at once instead of training on CPU), and the Kubernetes Secret whose keys reach every step as environment
+variables (:data:`SECRET_KEYS`; values never appear in the package). The components are built for the registry
+here (``components.build_components``), not at import.
 """
 
 
+import re
 from dataclasses import dataclass, field  # no `from __future__ import annotations`: KFP reads real types
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from kfp import dsl, kubernetes
 
 from components import DEFAULT_REGISTRY, all_images, build_components
 from mdfnet.pipeline.grids import load_grids
+from mdfnet.training.config import config_from_sources
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 PIPELINE_NAME = "mdfnet"
@@ -32,6 +37,26 @@ SECRET_KEYS = {
 }
 """Secret key → env var. On clusters with KFP's MLflow plugin leave the MLFLOW_* keys out of the Secret (KFP
 injects them); the Secret is mounted with ``optional`` so absent keys are fine."""
+SHM_PATH = "/dev/shm"
+SHM_VOLUME = "dshm"
+QUANTITY = re.compile(r"\+?(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)"
+                      r"(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")
+"""A non-negative Kubernetes resource quantity (``2Gi``, ``512Mi``, ``1e9``, ``1.5G``)."""
+
+
+def check_quantity(text: str) -> str:
+    """``text`` if it is a positive Kubernetes quantity, else ``ValueError`` naming the value."""
+    m = QUANTITY.fullmatch(text)
+    if not m or float(m.group("number")) <= 0:
+        raise ValueError(f"expected a positive Kubernetes quantity such as 2Gi, 512Mi or 1e9, got {text!r}")
+    return text
+
+
+def check_train_device(device: str) -> str:
+    """``device`` if ``train.device`` accepts it (the one check: :class:`mdfnet.training.config.TrainSection`), else
+    ``ValueError`` (a :class:`~mdfnet.config.ConfigError`) naming the value."""
+    config_from_sources(None, [f"train.device={device}"])
+    return device
 
 
 @dataclass(frozen=True)
@@ -44,7 +69,20 @@ class CompileOptions:
     train_timeout_s: int = 24 * 3600
     train_retries: int = 2
     secret_name: str = "mdfnet-credentials"
+    shm_size: str = "2Gi"
+    """Size limit (a Kubernetes quantity) of the memory-backed emptyDir at ``/dev/shm`` of the train task; it counts
+    against the pod's memory."""
+    train_device: str = "cuda"
+    """``train.device`` of every cell (the expand_grid task applies it after the grid's ``base`` and before the
+    run's ``config_overrides``, so a run can still pass ``train.device=cpu`` to debug)."""
     grids: dict[str, Any] = field(default_factory=lambda: load_grids(GRIDS_DIR))
+
+    def __post_init__(self) -> None:
+        for name, check in (("shm_size", check_quantity), ("train_device", check_train_device)):
+            try:
+                check(getattr(self, name))
+            except ValueError as e:
+                raise ValueError(f"CompileOptions.{name}: {e}") from e
 
 
 def _with_secret(task: dsl.PipelineTask, opts: CompileOptions) -> dsl.PipelineTask:
@@ -58,6 +96,8 @@ def _gpu(task: dsl.PipelineTask, opts: CompileOptions) -> dsl.PipelineTask:
     task.set_cpu_request("4").set_memory_request("16G")
     task.set_retry(num_retries=opts.train_retries, backoff_duration="60s", backoff_factor=2)
     kubernetes.set_timeout(task, opts.train_timeout_s)
+    kubernetes.empty_dir_mount(task, volume_name=SHM_VOLUME, mount_path=SHM_PATH, medium="Memory",
+                               size_limit=opts.shm_size)
     if opts.gpu_node_selector:
         kubernetes.add_node_selector(task, *opts.gpu_node_selector)
     if opts.gpu_toleration:
@@ -91,7 +131,7 @@ def build_pipeline(opts: CompileOptions | None = None):
         items = c["expand_grid"](data=pre.outputs["data"], grids=grids, grid=grid, seeds=seeds,
                                  overrides=config_overrides, experiment=experiment,
                                  run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                                 images=images)
+                                 images=images, train_device=opts.train_device)
         _with_secret(items, opts).set_caching_options(False)
         with dsl.ParallelFor(items.output, parallelism=opts.parallelism) as item:
             trained = c["train"](item=item, data=pre.outputs["data"], max_steps=max_steps)

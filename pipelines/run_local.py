@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlparse
 
 import typer
@@ -33,12 +33,20 @@ from components import DEFAULT_REGISTRY
 from mdfnet import tracking
 from mdfnet.registry import champion_version
 
+if TYPE_CHECKING:
+    from pipelines.pipeline import CompileOptions
+
 log = logging.getLogger("mdfnet.run_local")
 TINY_PREPROCESS = ("image_size=64", "workers=1")
 RUNNERS = ("subprocess", "docker")
 CONTAINER_ENV = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN", "OMP_NUM_THREADS", "NO_PROXY", "no_proxy")
 """Passed to the step containers (if set) besides ``MLFLOW_TRACKING_URI`` and the pipeline's Secret keys
 (:data:`pipelines.pipeline.SECRET_KEYS`: S3 credentials and endpoints, MLflow credentials)."""
+LOCAL_TRAIN_DEVICE = "auto"
+"""``train.device`` of every cell in a local run (instead of the cluster's ``cuda``): kfp.local runs on whatever
+machine calls it, so ``auto`` trains on a GPU where this machine has a usable one and on CPU otherwise (this CPU-only
+machine, and the ``docker`` runner's containers, which get no GPU), where ``cuda`` would fail and ``cpu`` would
+leave a workstation's GPU idle. ``--set train.device=cpu`` still forces the CPU."""
 
 
 @dataclass
@@ -88,7 +96,7 @@ def run_local(source: str | Path, workdir: str | Path, grid: str = "tiny", seeds
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     source_uri = str(Path(source).resolve()) if "://" not in str(source) else str(source)
-    from pipelines.pipeline import CompileOptions, build_pipeline
+    from pipelines.pipeline import build_pipeline
 
     if runner == "docker":
         check_container_inputs(uri, source_uri, root)
@@ -97,12 +105,20 @@ def run_local(source: str | Path, workdir: str | Path, grid: str = "tiny", seeds
     else:
         task_runner = kfp.local.SubprocessRunner(use_venv=False)
     kfp.local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_pipeline(CompileOptions(registry=registry or DEFAULT_REGISTRY, parallelism=parallelism,
-                                             secret_name=""))
+    pipeline = build_pipeline(local_options(registry or DEFAULT_REGISTRY, parallelism))
     pipeline(source_uri=source_uri, grid=grid, seeds=list(seeds), config_overrides=list(config_overrides),
              preprocess_overrides=list(preprocess_overrides), experiment=experiment,
              registered_model=registered_model, max_steps=max_steps)
     return read_outcome(uri, experiment, registered_model)
+
+
+def local_options(registry: str = DEFAULT_REGISTRY, parallelism: int = 1) -> CompileOptions:
+    """The :class:`~pipelines.pipeline.CompileOptions` of a local run: no Secret (the tasks inherit this
+    environment or get :func:`container_environment`) and :data:`LOCAL_TRAIN_DEVICE`."""
+    from pipelines.pipeline import CompileOptions
+
+    return CompileOptions(registry=registry, parallelism=parallelism, secret_name="",
+                          train_device=LOCAL_TRAIN_DEVICE)
 
 
 def container_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

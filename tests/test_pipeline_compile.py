@@ -1,4 +1,5 @@
-"""Compiled KFP package: golden file, strict protobuf parse, GPU train task, step images, no secret values."""
+"""Compiled KFP package: golden file, strict protobuf parse, GPU train task (its /dev/shm, the device every cell asks
+for), step images, no secret values."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def default_text(tmp_path_factory) -> str:
 def custom_text(tmp_path_factory) -> str:
     return compile_to(tmp_path_factory.mktemp("c") / "p.yaml", "--registry", "reg.example:5000/team/",
                       "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-h100-80gb",
-                      "--gpu-toleration", "dedicated=gpu:NoExecute", "--parallelism", "7", "--train-retries", "3")
+                      "--gpu-toleration", "dedicated=gpu:NoExecute", "--parallelism", "7", "--train-retries", "3",
+                      "--shm-size", "512Mi", "--train-device", "cuda:1")
 
 
 def parse_strict(text: str):
@@ -148,3 +150,72 @@ def test_compile_option_parsing():
             parse_toleration(bad)
     with pytest.raises(typer.BadParameter, match="key=value"):
         parse_node_selector("novalue")
+
+
+def _expand_grid_device(spec) -> str:
+    return spec.root.dag.tasks["expand-grid"].inputs.parameters["train_device"].runtime_value.constant.string_value
+
+
+def test_train_task_mounts_a_memory_backed_dev_shm_of_the_compiled_size(default_text, custom_text):
+    for text, size in ((default_text, "2Gi"), (custom_text, "512Mi")):
+        _, _, _, k8s = parse_strict(text)
+        mounts = [(m.volume_name, m.mount_path, m.medium, m.size_limit) for m in k8s["exec-train"].empty_dir_mounts]
+        assert mounts == [("dshm", "/dev/shm", "Memory", size)]
+        assert not [name for name, cfg in k8s.items() if name != "exec-train" and cfg.empty_dir_mounts]
+
+
+def test_every_cell_asks_for_the_compiled_device_and_a_runs_override_still_wins(default_text, custom_text):
+    from mdfnet.pipeline.grids import GridItem, plan_grid
+
+    grids = load_grids(ROOT / "pipelines" / "grids")
+    for text, device in ((default_text, "cuda"), (custom_text, "cuda:1")):
+        spec = parse_strict(text)[1]
+        assert _expand_grid_device(spec) == device
+        # the grid `tiny` sets train.device=cpu in its base: the pipeline's device beats it
+        items = [GridItem.of(cell, 0, "tiny").to_dict() for cell in plan_grid(grids, "tiny", device=device)]
+        assert items and {i["config"]["train"]["device"] for i in items} == {device}
+        assert {GridItem.from_dict(i).train_config().train.device for i in items} == {device}
+    debug = plan_grid(grids, "paper-variants", ["train.device=cpu"], device="cuda")
+    assert {c.config.train.device for c in debug} == {"cpu"}
+
+
+def test_local_runs_compile_with_the_local_device():
+    from mdfnet.pipeline.grids import plan_grid
+    from pipelines.pipeline import build_pipeline
+    from pipelines.run_local import LOCAL_TRAIN_DEVICE, local_options
+
+    assert LOCAL_TRAIN_DEVICE == "auto"  # kfp.local: a GPU where this machine has one, the CPU here
+    opts = local_options()
+    assert opts.train_device == LOCAL_TRAIN_DEVICE and not opts.secret_name
+    assert _expand_grid_device(build_pipeline(opts).pipeline_spec) == "auto"
+    cells = plan_grid(load_grids(ROOT / "pipelines" / "grids"), "tiny", device=opts.train_device)
+    assert {c.config.train.device for c in cells} == {"auto"}
+
+
+def test_shm_size_and_train_device_are_validated():
+    from pipelines.compile import parse_shm_size, parse_train_device
+    from pipelines.pipeline import CompileOptions, check_quantity
+
+    for good in ("2Gi", "512Mi", "1e9", "1.5G", "+1Ki", ".5Gi", "1E3", "3000000000"):
+        assert check_quantity(good) == good
+    for bad in ("", "2GB", "2gi", "-1Gi", "0", "0Gi", "Gi", "2 Gi", "1e"):
+        with pytest.raises(ValueError, match=f"positive Kubernetes quantity.*got {bad!r}"):
+            check_quantity(bad)
+        with pytest.raises(ValueError, match=f"CompileOptions.shm_size: .*got {bad!r}"):
+            CompileOptions(shm_size=bad, grids={})
+    with pytest.raises(typer.BadParameter, match="got '2GB'"):
+        parse_shm_size("2GB")
+    for good in ("cuda", "cuda:1", "auto", "cpu"):
+        assert parse_train_device(good) == good == CompileOptions(train_device=good, grids={}).train_device
+    with pytest.raises(ValueError, match="CompileOptions.train_device: train.device: .*got 'gpu'"):
+        CompileOptions(train_device="gpu", grids={})
+    with pytest.raises(typer.BadParameter, match="got 'tpu'"):
+        parse_train_device("tpu")
+
+
+def test_compile_cli_rejects_a_bad_shm_size_naming_it(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "pipelines" / "compile.py"), "--output", str(tmp_path / "p.yaml"),
+                          "--shm-size", "2GB"], cwd=ROOT, capture_output=True, text=True,
+                         env=os.environ | {"COLUMNS": "200"})  # the error box unwrapped
+    assert out.returncode == 2 and "'2GB'" in out.stderr and "--shm-size" in out.stderr
+    assert not (tmp_path / "p.yaml").exists()

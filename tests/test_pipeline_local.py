@@ -61,6 +61,9 @@ def _assert_cell_runs_comparable_and_complete(client, cells: list, experiment_id
             "train.epochs"} <= set(next(iter(param_keys)))
     assert {r.data.params["variant"] for r in cells} == {"baseline", "mdf"}
     assert {r.data.params["seed"] for r in cells} == {"0", "1"}
+    from pipelines.run_local import LOCAL_TRAIN_DEVICE
+
+    assert {r.data.params["train.device"] for r in cells} == {LOCAL_TRAIN_DEVICE}  # not the cluster's cuda
     for r in cells:
         m = r.data.metrics
         assert {"train/loss_total", "val/ap", "final/val/ap", "final/test/ap", "final/test/ar"} <= set(m)

@@ -118,6 +118,22 @@ def test_grid_cells_base_include_and_errors():
         grids_mod.grid_cells(grids, "clash")
 
 
+def test_plan_grid_device_beats_the_grid_base_and_a_runs_override_beats_the_device():
+    grids = {"g": {"name": "g", "base": ["train.device=cpu", "train.epochs=2"], "cells": [
+        {"name": "mdf", "set": ["model.variant=mdf"]}, {"name": "base", "set": ["model.variant=baseline"]}]}}
+    assert {c.config.train.device for c in grids_mod.plan_grid(grids, "g")} == {"cpu"}  # no device: the grid's
+    assert {c.config.train.device for c in grids_mod.plan_grid(grids, "g", device="cuda")} == {"cuda"}
+    debug = grids_mod.plan_grid(grids, "g", ["train.device=cpu", "train.epochs=3"], device="cuda")
+    assert {(c.config.train.device, c.config.train.epochs) for c in debug} == {("cpu", 3)}
+    from mdfnet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.device: .*got 'gpu'"):
+        grids_mod.plan_grid(grids, "g", device="gpu")
+    cell_device = {"c": {"name": "c", "cells": [{"name": "x", "set": ["model.variant=mdf", " train.device = cpu"]}]}}
+    with pytest.raises(steps.StepError, match="grid 'c': cell 'x' sets train.device"):
+        grids_mod.grid_cells(cell_device, "c")
+
+
 def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
     grids = {"g": {"name": "g", "base": TINY, "cells": [
         {"name": "mdf", "set": ["model.variant=mdf"]},
@@ -125,7 +141,8 @@ def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
         {"name": "base", "feature_set": "none", "set": ["model.variant=baseline", "data.features=[]"]},
         # a baseline has no 3D fusion: asking for one gives the same resolved config, dropped too
         {"name": "base-concat", "set": ["model.variant=baseline", "data.features=[]", "model.fusion=concat_conv"]}]}}
-    items = steps.expand_grid(grids, "g", [3, 1], ["train.lr=0.5"], tiny_preprocessed, "exp-grid", "run-a")
+    items = steps.expand_grid(grids, "g", [3, 1], ["train.lr=0.5"], tiny_preprocessed, "exp-grid", "run-a",
+                              train_device="cuda")
     assert [(i["cell"], i["seed"], i["run_name"]) for i in items] == [
         ("mdf", 3, "mdf-s3"), ("mdf", 1, "mdf-s1"), ("base", 3, "base-s3"), ("base", 1, "base-s1")]
     assert items[2]["labels"] == {"variant": "baseline", "fusion": "none", "backbone": "mobilenet_v3_small",
@@ -137,6 +154,7 @@ def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
     assert (cfg.seed, cfg.train.lr, cfg.model.variant, cfg.train.batch_size) == (1, 0.5, "mdf", 2)
     assert grids_mod.GridItem.from_dict(item.to_dict()) == item and item.run_name == "mdf-s1"
     assert items[2]["config"]["model"]["fusion"] == "none" and items[2]["config"]["data"]["features"] == []
+    assert {i["config"]["train"]["device"] for i in items} == {"cuda"}  # the pipeline's device beats TINY's cpu
     with pytest.raises(steps.StepError, match=r"missing key\(s\) \['config'\]"):
         grids_mod.GridItem.from_dict({k: v for k, v in items[0].items() if k != "config"})
     parent = client.get_run(items[0]["parent_run_id"])

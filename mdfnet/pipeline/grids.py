@@ -9,11 +9,15 @@ Grids (``pipelines/grids/*.yaml``) are mappings::
     cells:                              # (optional)
       - {name: concat_conv, feature_set: all, set: [model.fusion=concat_conv]}
 
-A cell's config is ``defaults ← grid base ← pipeline overrides ← cell set``, then the seed. :func:`plan_grid` parses
-every cell once (:func:`mdfnet.training.config_from_sources`: resolved, so ``model.fusion`` is ``none`` for
-variants without 3D fusion) and drops a cell whose resolved config repeats an earlier one (``full`` = the union
-of the paper's ablations, run once each). :class:`GridItem` carries that config as a plain dict across the KFP
-boundary; the train and evaluate steps read it back with ``from_dict`` and never parse text again.
+A cell's config is ``defaults ← grid base ← device ← pipeline overrides ← cell set``, then the seed. The device
+(``train.device``, a compile option of the pipeline: ``cuda`` on the cluster) belongs to where the pipeline runs, so
+it beats a grid's base, and a run's overrides beat it (``train.device=cpu`` to debug); a cell may not set it.
+
+:func:`plan_grid` parses every cell once (:func:`mdfnet.training.config_from_sources`: resolved, so
+``model.fusion`` is ``none`` for variants without 3D fusion) and drops a cell whose resolved config repeats an
+earlier one (``full`` = the union of the paper's ablations, run once each). :class:`GridItem` carries that config
+as a plain dict across the KFP boundary; the train and evaluate steps read it back with ``from_dict`` and never
+parse text again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 LABEL_KEYS = ("variant", "fusion", "backbone", "feature_set")
 """Short params every cell run carries (same names in every run, so the MLflow UI can group by them)."""
+DEVICE_KEY = "train.device"
+"""The key a grid's cells may not set (:func:`plan_grid` applies the pipeline's device)."""
 
 
 def load_grids(folder: str | Path) -> dict[str, dict[str, Any]]:
@@ -65,7 +71,12 @@ def grid_cells(grids: Mapping[str, Mapping[str, Any]], name: str, _seen: tuple[s
     for c in spec.get("cells") or []:
         if not isinstance(c, dict) or not c.get("name"):
             raise StepError(f"grid {name!r}: each cell needs a name and a set list, got {c!r}")
-        cells.append({**c, "base": base, "set": [str(s) for s in c.get("set") or []]})
+        cell_set = [str(s) for s in c.get("set") or []]
+        if any(s.partition("=")[0].strip() == DEVICE_KEY for s in cell_set):
+            raise StepError(f"grid {name!r}: cell {c['name']!r} sets {DEVICE_KEY}; the device is where the pipeline "
+                            f"runs, not a cell: set it in the grid's base, the pipeline's compile options or the "
+                            f"run's overrides")
+        cells.append({**c, "base": base, "set": cell_set})
     out, seen_sets, seen_names = [], set(), set()
     for c in cells:
         key = (*c["base"], *c["set"])
@@ -99,13 +110,16 @@ class PlannedCell:
     labels: dict[str, str]
 
 
-def plan_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, overrides: Sequence[str] = ()) -> list[PlannedCell]:
-    """The cells of ``grid`` with ``overrides`` applied, each parsed and validated once; a cell whose resolved
-    config equals an earlier cell's is dropped (logged). Pure: no tracking, no files."""
+def plan_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, overrides: Sequence[str] = (),
+              device: str | None = None) -> list[PlannedCell]:
+    """The cells of ``grid`` with ``device`` (``train.device``; None: the grid's) and then ``overrides`` applied
+    (module docstring), each parsed and validated once; a cell whose resolved config equals an earlier cell's is
+    dropped (logged). Pure: no tracking, no files."""
     planned: list[PlannedCell] = []
     seen: list[dict[str, Any]] = []
+    on_device = [f"{DEVICE_KEY}={device}"] if device is not None else []
     for cell in grid_cells(grids, grid):
-        cfg = config_from_sources(None, [*cell["base"], *map(str, overrides), *cell["set"]])
+        cfg = config_from_sources(None, [*cell["base"], *on_device, *map(str, overrides), *cell["set"]])
         resolved = to_dict(cfg)
         if resolved in seen:  # e.g. `full`: fusion-sum is variant-mdf; baselines of every fusion are one
             log.info("grid %s: cell %s repeats an earlier cell's config; skipped", grid, cell["name"])

@@ -98,16 +98,18 @@ def preprocess_step(joined_dir: str | Path, out_dir: str | Path, overrides: Sequ
 # ------------------------------------------------------------------------------------------ grid
 def expand_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: Sequence[int], overrides: Sequence[str],
                 data_dir: str | Path, experiment: str, run_name: str, kfp_run_id: str = "",
-                image_tags: Mapping[str, str] | None = None, client: Any = None) -> list[dict[str, Any]]:
+                image_tags: Mapping[str, str] | None = None, client: Any = None,
+                train_device: str | None = None) -> list[dict[str, Any]]:
     """Plan grid × seeds (:func:`~mdfnet.pipeline.grids.plan_grid`: every cell validated here, so a bad override
     fails before any training starts) and open the pipeline's MLflow run; returns one
-    :class:`~mdfnet.pipeline.grids.GridItem` dict per cell × seed."""
+    :class:`~mdfnet.pipeline.grids.GridItem` dict per cell × seed. ``train_device``: ``train.device`` of every
+    cell, applied after the grid's base and before ``overrides`` (None: the grid's own)."""
     from mdfnet import __version__
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise StepError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
-    planned = plan_grid(grids, grid, overrides)
+    planned = plan_grid(grids, grid, overrides, device=train_device)
     client = client or tracking.configure()
     tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": run_name, "mdfnet.git_sha": tracking.git_sha(),
             "mdfnet.version": __version__, tracking.TAG_FINGERPRINT: tracking.dataset_fingerprint(data_dir),

@@ -208,8 +208,23 @@ def _run_cell(data, tmp: Path, experiment: str) -> dict:
 def _shape(client, run_id: str) -> dict:
     run = client.get_run(run_id)
     hist = client.get_metric_history(run_id, "train/loss_total")
-    return {"name": run.info.run_name, "params": set(run.data.params), "metrics": set(run.data.metrics),
-            "epochs_logged": len(hist)}
+    metrics = {k for k in run.data.metrics if not k.startswith("system/")}  # sampled on a clock: timing decides
+    return {"name": run.info.run_name, "params": set(run.data.params), "metrics": metrics, "epochs_logged": len(hist)}
+
+
+def test_train_step_records_system_metrics_and_the_device(tiny_preprocessed, tmp_path, client):
+    """MLflow's system-metrics monitor samples CPU and memory while the cell trains (GPU too where NVML finds one);
+    the resolved device and AMP dtype are run tags."""
+    grid = {"one": {**ONE_CELL["one"], "base": [*TINY, "train.system_metrics_s=0.2", "train.epochs=3"]}}
+    items = steps.expand_grid(grid, "one", [0], [], tiny_preprocessed, "exp-system-metrics", "pipe")
+    info = steps.train_step(items[0], tiny_preprocessed, tmp_path / "model")
+    run = client.get_run(info["run_id"])
+    system = {k for k in run.data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system
+    samples = client.get_metric_history(info["run_id"], "system/cpu_utilization_percentage")
+    assert len(samples) >= 2 and all(0 <= m.value <= 100 * os.cpu_count() for m in samples)
+    assert [m.step for m in samples] == list(range(len(samples)))
+    assert run.data.tags["mdfnet.device"] == "cpu" and run.data.tags["mdfnet.amp_dtype"] == "off"
 
 
 def test_both_tracking_modes_give_the_same_runs(tiny_preprocessed, tmp_path, client, monkeypatch):

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdfnet import registry, tracking
+from mdfnet import registry, system_metrics, tracking
 from mdfnet.pipeline.durable import durable_checkpoints, resume_point
 from mdfnet.pipeline.grids import LABEL_KEYS, GridItem, plan_grid
 from mdfnet.pipeline.ranking import TABLE_METRICS, format_pct, rank_cells, selection_score
@@ -147,8 +147,9 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
     with _failing_marks(client, run_id):
         logger.log_params({"cell": it.cell, "grid": it.grid, **{k: it.labels[k] for k in LABEL_KEYS}})
         store = durable_checkpoints(client, run_id, logger, it.parent_run_id, it.run_name)
-        res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None,
-                    resume=resume_point(store, out_dir), on_checkpoint=store.upload)
+        with system_metrics.monitor(client, run_id, cfg.train.system_metrics_s):
+            res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None,
+                        resume=resume_point(store, out_dir), on_checkpoint=store.upload)
         logger.flush()  # metrics kept while the tracking server was away are sent now (or the step fails, named)
         best = res.best_checkpoint or res.last_checkpoint
         try:

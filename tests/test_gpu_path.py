@@ -217,3 +217,17 @@ def test_a_train_step_reads_the_device_once(tiny_preprocessed, monkeypatch):
     assert reads == ["tolist"]
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
     assert all(isinstance(v, float) for v in losses.values()) and isinstance(total, float)
+
+
+def test_a_checkpoint_from_a_node_with_more_gpus_restores_the_rng_of_the_visible_ones(monkeypatch):
+    """Saved with 2 visible GPUs, resumed in a pod that sees 1: the first GPU's generator is restored, no error."""
+    from mdfnet.training.determinism import get_rng_state, set_rng_state
+
+    state = get_rng_state()
+    state["cuda"] = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((int(s[0]), device)))
+    set_rng_state(state)
+    assert restored == [(1, 0)]

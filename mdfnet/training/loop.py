@@ -271,7 +271,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
                  state.batch_in_epoch)
     save_config(cfg, out_dir / "config.yaml")
     logger.log_params(flatten_params(to_dict(cfg)))
-    tags = device_tags(parts.device, None)
+    tags = device_tags(parts.device, parts.amp_dtype)
     logger.set_tags(tags)
     log.info("training on %s", describe(tags))
     meta, loader = _meta(train_ds, cfg), _loader(train_ds, cfg, parts.device)

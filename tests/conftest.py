@@ -13,6 +13,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from handbuilt import build_sources, patient, stay, triage_row  # noqa: E402
 
 CLASSES5 = ["Enlarged cardiac silhouette", "Atelectasis", "Pleural effusion", "Consolidation", "Pulmonary edema"]
+"""The 5 classes as phase-1 REFLACX names them (phases 2-3 say "Pleural abnormality": :func:`label_in_phase`)."""
+
+
+def label_in_phase(label: str, phase: int) -> str:
+    """``label`` as REFLACX phase ``phase`` names it (phase 1's pleural labels are "Pleural abnormality" in 2-3)."""
+    from mdfnet.data import schema
+
+    return label if label in schema.reflacx_labels(phase) else schema.LABEL_SYNONYMS[label]
 
 
 def tiny_sources(root: Path, n: int = 16, seed: int = 0) -> Path:
@@ -21,16 +29,16 @@ def tiny_sources(root: Path, n: int = 16, seed: int = 0) -> Path:
     readings, patients, stays, triage = [], [], [], []
     for k in range(n):
         sid, study = 10000100 + k, 50000100 + k
-        ell = []
+        ell, phase = [], 3 if k % 5 == 0 else 1
         if k % 4 != 3:
             for _ in range(1 + k % 2):
                 x0, y0 = rng.uniform(2, 40), rng.uniform(2, 30)
                 w, h = rng.uniform(15, 45), rng.uniform(15, 40)
                 ell.append((round(x0, 1), round(y0, 1), round(min(x0 + w, 95), 1), round(min(y0 + h, 79), 1),
-                            int(rng.integers(1, 6)), [CLASSES5[int(rng.integers(0, 5))]]))
+                            int(rng.integers(1, 6)), [label_in_phase(CLASSES5[int(rng.integers(0, 5))], phase)]))
         readings.append(dict(reflacx_id=f"P1R{k:03d}", subject_id=sid, study_id=study, dicom_id=f"dcm-{k:03d}",
                              date=21500312, time=float(80000 + 100 * k), width=96, height=80, ellipses=ell,
-                             phase=3 if k % 5 == 0 else 1))
+                             phase=phase))
         patients.append(patient(sid, "F" if k % 2 else "M", age=40 + k, year=2150))
         stays.append(stay(sid, 1000 + k, "2150-03-12 07:00:00", "2150-03-12 23:00:00"))
         triage.append(triage_row(sid, 1000 + k, temperature=97.0 + 0.3 * k, heartrate=70 + k,

@@ -14,9 +14,6 @@ from PIL import Image
 
 from mdfnet.data import schema
 
-PHASE12_LABELS = list(schema.REFLACX_PHASE12_LABELS)
-PHASE3_LABELS = list(schema.REFLACX_PHASE3_LABELS)
-
 
 def write_csv(path: Path, df: pd.DataFrame, gz: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,15 +38,18 @@ def build_sources(root: Path, readings: list[dict], patients: list[dict], stays:
     """Write a source tree.
 
     ``readings``: dicts with reflacx_id, phase, dicom_id, subject_id, study_id, view, date (int), time (float),
-    width, height, split, ellipses (list of (xmin, ymin, xmax, ymax, certainty, [labels])), and optional
-    ``in_cxr`` (False: no metadata row), ``image`` (False: no JPEG; "corrupt": a non-image file).
+    width, height, split, ellipses (list of (xmin, ymin, xmax, ymax, certainty, [labels]); the labels must be of
+    the reading's phase, :func:`mdfnet.data.schema.reflacx_labels`), and optional ``in_cxr`` (False: no metadata
+    row), ``image`` (False: no JPEG; "corrupt": a non-image file), ``discarded`` (``eye_tracking_data_discarded``,
+    default False).
     """
     by_phase: dict[int, list[dict]] = {}
     cxr_rows = []
     for r in readings:
         phase = r.get("phase", 1)
-        labels = PHASE3_LABELS if phase == 3 else PHASE12_LABELS
-        row = {"id": r["reflacx_id"], "split": r.get("split", "train"), "eye_tracking_data_discarded": False,
+        labels = list(schema.reflacx_labels(phase))
+        row = {"id": r["reflacx_id"], "split": r.get("split", "train"),
+               "eye_tracking_data_discarded": r.get("discarded", False),
                "image": f"physionet.org/files/mimic-cxr/2.0.0/{schema.cxr_image_relpath(r['subject_id'], r['study_id'], r['dicom_id'])}",
                "dicom_id": r["dicom_id"], "subject_id": r["subject_id"], "image_size_x": r["width"],
                "image_size_y": r["height"]}
@@ -65,6 +65,8 @@ def build_sources(root: Path, readings: list[dict], patients: list[dict], stays:
             })
         ell_rows = []
         for (x0, y0, x1, y1, cert, labs) in r.get("ellipses", []):
+            if set(labs) - set(labels):
+                raise ValueError(f"{r['reflacx_id']}: {sorted(set(labs) - set(labels))} are not phase-{phase} labels")
             e = {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "certainty": cert}
             e.update({lab: (lab in labs) for lab in labels})
             ell_rows.append(e)
@@ -79,7 +81,7 @@ def build_sources(root: Path, readings: list[dict], patients: list[dict], stays:
             ipath.parent.mkdir(parents=True, exist_ok=True)
             ipath.write_bytes(b"not a jpeg")
     for phase, rows in by_phase.items():
-        labels = PHASE3_LABELS if phase == 3 else PHASE12_LABELS
+        labels = list(schema.reflacx_labels(phase))
         write_csv(root / schema.reflacx_metadata_path(phase),
                   pd.DataFrame(rows, columns=[*schema.REFLACX_METADATA_COLUMNS, *labels]))
     write_csv(root / schema.CXR_METADATA, pd.DataFrame(cxr_rows, columns=list(schema.CXR_METADATA_COLUMNS)), gz=gz_cxr)

@@ -73,7 +73,7 @@ def test_boxes_outside_empty_or_with_unknown_labels_are_counted(tmp_path):
     extra[["xmin", "ymin", "xmax", "ymax"]] = [[-20.0, 5.0, 30.0, 200.0], [120.0, 10.0, 150.0, 20.0],
                                                [10.0, 10.0, 20.0, 20.0]]
     table = pd.concat([table, extra], ignore_index=True)
-    table["Pneumothorax"] = [False] * (len(table) - 1) + [True]
+    table["Lung opacity"] = [False] * (len(table) - 1) + [True]  # a CheXpert label, in no REFLACX phase
     for c in schema.LABEL_SYNONYMS:
         if c in table:
             table.loc[len(table) - 1, c] = False  # the last ellipse marks only the unknown label
@@ -81,7 +81,7 @@ def test_boxes_outside_empty_or_with_unknown_labels_are_counted(tmp_path):
     res = join(src, tmp_path / "joined")
     assert res.box_report["clipped to the image (kept)"] >= 1
     assert res.box_report["empty after clipping to the image"] >= 1  # 120..150 on a 96 px wide image
-    assert res.box_report["unknown label 'Pneumothorax' (not a target)"] == 1
+    assert res.box_report["unknown label 'Lung opacity' (not a target)"] == 1
     boxes = pd.read_parquet(tmp_path / "joined" / "boxes.parquet")
     mine = boxes[boxes["reflacx_id"] == rid]
     assert (mine[["xmin", "ymin"]] >= 0).all().all() and (mine["xmax"] <= 96).all() and (mine["ymax"] <= 80).all()

@@ -90,8 +90,9 @@ def test_both_layouts_join_to_the_same_tables(cohort):
     phys_root, phys_joined, _, phys_result = cohort["physionet"]
     eye_root, eye_joined, _, eye_result = cohort["mimic-eye"]
     assert (eye_result.n_input, eye_result.n_kept, eye_result.n_boxes) == (phys_result.n_input, phys_result.n_kept,
-                                                                           phys_result.n_boxes) == (106, 97, 136)
-    assert eye_result.exclusions == phys_result.exclusions and eye_result.n_excluded == 9
+                                                                           phys_result.n_boxes) == (106, 96, 132)
+    assert eye_result.exclusions == phys_result.exclusions and eye_result.n_excluded == 10
+    assert eye_result.exclusions["eye-tracking data discarded (REFLACX eye_tracking_data_discarded)"] == 1
     assert_same_join(phys_joined, eye_joined)
     a, b = (pd.read_parquet(j / "instances.parquet") for j in (phys_joined, eye_joined))
     for ra, rb in zip(a.itertuples(), b.itertuples(), strict=True):
@@ -182,7 +183,7 @@ def test_flat_reading_folders_shared_patients_crlf_gz_and_extra_folders(cohort, 
         (d / "CXR-DICOM" / "s1.txt").write_text("FINDINGS: none")
     (root / "spreadsheets" / "cxr_meta.csv").write_text("not,read\n")
     result = join(root, tmp_path / "joined")
-    assert result.n_kept == cohort["mimic-eye"][3].n_kept == 97
+    assert result.n_kept == cohort["mimic-eye"][3].n_kept == 96
     assert_same_join(cohort["mimic-eye"][1], tmp_path / "joined")
 
 
@@ -258,5 +259,5 @@ def test_mimic_eye_tree_from_s3_through_the_join_step(cohort, tmp_path, fake_aws
     assert (out["n_input"], out["n_kept"], out["exclusions"]) == (base.n_input, base.n_kept, base.exclusions)
     inst = pd.read_parquet(tmp_path / "joined" / "instances.parquet")
     assert inst["image_path"].str.startswith("patient_").all()
-    assert len(list((tmp_path / "joined" / "images").rglob("*.jpg"))) == inst["image_path"].nunique() == 73
+    assert len(list((tmp_path / "joined" / "images").rglob("*.jpg"))) == inst["image_path"].nunique() == 72
     assert_same_join(cohort["mimic-eye"][1], tmp_path / "joined")

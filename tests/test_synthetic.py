@@ -22,6 +22,7 @@ from mdfnet.data.clean import PLAUSIBLE
 from mdfnet.data.join import REASONS, join, parse_study_datetime
 
 PLANTED = {  # generate() summary key → join exclusion reason
+    "excl_eye_tracking_discarded": "eye-tracking data discarded (REFLACX eye_tracking_data_discarded)",
     "excl_no_cxr_metadata": "no CXR metadata",
     "excl_missing_image": "missing image file",
     "excl_no_containing_stay": "no ED stay containing the study",
@@ -78,15 +79,24 @@ def test_layout_files_and_exact_columns(big):
     assert header[schema.PATIENTS_CANDIDATES[0]] == list(schema.PATIENTS_COLUMNS)
     assert header[schema.EDSTAYS] == list(schema.EDSTAYS_COLUMNS)
     assert header[schema.TRIAGE] == list(schema.TRIAGE_COLUMNS)
-    for p in (1, 2):
+    # exactly the phase's label columns, sorted: phase 1 (18) vs phases 2-3 (16), as REFLACX writes them
+    assert header[schema.reflacx_metadata_path(1)] == [*schema.REFLACX_METADATA_COLUMNS, *schema.REFLACX_PHASE1_LABELS]
+    for p in (2, 3):
         assert header[schema.reflacx_metadata_path(p)] == [*schema.REFLACX_METADATA_COLUMNS,
-                                                          *schema.REFLACX_PHASE12_LABELS]
-    assert header[schema.reflacx_metadata_path(3)] == [*schema.REFLACX_METADATA_COLUMNS, *schema.REFLACX_PHASE3_LABELS]
+                                                          *schema.REFLACX_PHASE23_LABELS]
+    assert list(schema.REFLACX_PHASE1_LABELS) == sorted(schema.REFLACX_PHASE1_LABELS)
+    assert list(schema.REFLACX_PHASE23_LABELS) == sorted(schema.REFLACX_PHASE23_LABELS)
     meta = reflacx_metadata(root)
     assert len(meta) == summary["readings"] and meta["id"].is_unique
     for rid, phase in zip(meta["id"], meta["phase"], strict=True):
-        labels = schema.REFLACX_PHASE3_LABELS if phase == 3 else schema.REFLACX_PHASE12_LABELS
+        labels = schema.reflacx_labels(phase)
+        path = root / schema.ellipses_path(rid)
         assert list(ellipses(root, rid).columns) == [*schema.REFLACX_ELLIPSE_COLUMNS, *labels], rid
+        raw = path.read_bytes()  # CRLF line ends, as REFLACX writes them
+        assert raw.endswith(b"\r\n") and raw.count(b"\n") == raw.count(b"\r\n"), rid
+    for p in schema.REFLACX_PHASES:
+        raw = (root / schema.reflacx_metadata_path(p)).read_bytes()
+        assert raw.count(b"\n") == raw.count(b"\r\n") > 1, p
     assert len(list((root / schema.REFLACX_DIR).glob("*/anomaly_location_ellipses.csv"))) == summary["readings"]
 
 
@@ -150,7 +160,7 @@ def test_jpegs_match_metadata_and_sizes_vary(big):
 def test_ellipses_in_original_pixels_and_labels(big):
     root, summary = big
     meta = reflacx_metadata(root)
-    n_ell = n_p3_pleural = 0
+    n_ell = n_p1_pleural = n_p23_pleural = 0
     for row in meta.itertuples():
         e = ellipses(root, row.id)
         n_ell += len(e)
@@ -161,9 +171,11 @@ def test_ellipses_in_original_pixels_and_labels(big):
         for lab in e.labels:  # metadata label column = max certainty of the reading's ellipses with it
             expect = int(cert[e.mark(lab)].max()) if e.mark(lab).any() else 0
             assert meta.at[row.Index, lab] == expect, (row.id, lab)
-        if row.phase == 3:
-            n_p3_pleural += int((e.mark("Pleural effusion") | e.mark("Pleural thickening")).sum())
-    assert n_ell == summary["ellipses"] and n_p3_pleural > 0
+        if row.phase == 1:
+            n_p1_pleural += int((e.mark("Pleural effusion") | e.mark("Pleural thickening")).sum())
+        else:
+            n_p23_pleural += int(e.mark("Pleural abnormality").sum())
+    assert n_ell == summary["ellipses"] and n_p1_pleural > 0 and n_p23_pleural > 0
 
 
 # ----------------------------------------------------------------------------- messiness
@@ -186,8 +198,10 @@ def test_messiness_is_planted(big):
         "phase-3 readings": int((meta["phase"] == 3).sum()),
         "phase-1 readings": int((meta["phase"] == 1).sum()),
         "phase-2 readings": int((meta["phase"] == 2).sum()),
-        "phase-3 pleural effusion": int((meta["Pleural effusion"] > 0).sum()),
-        "phase-3 pleural thickening": int((meta["Pleural thickening"] > 0).sum()),
+        "phase-1 pleural effusion": int((meta["Pleural effusion"] > 0).sum()),
+        "phase-1 pleural thickening": int((meta["Pleural thickening"] > 0).sum()),
+        "phase-2/3 pleural abnormality": int((meta["Pleural abnormality"] > 0).sum()),
+        "eye tracking discarded": int(meta["eye_tracking_data_discarded"].sum()),
     }
     tri = read(root, schema.TRIAGE)
     pain = tri["pain"]
@@ -229,8 +243,9 @@ def test_guaranteed_cases_at_minimum_size(tmp_path, seed):
     assert summary["readings_two_containing_stays"] >= 1 and summary["readings_without_ellipses"] >= 1
     meta = reflacx_metadata(tmp_path)
     assert set(meta["phase"]) == {1, 2, 3} and (meta["dicom_id"].value_counts() >= 2).any()
-    p3 = meta[meta["phase"] == 3]
-    assert ((p3["Pleural effusion"] > 0) | (p3["Pleural thickening"] > 0)).any()
+    p1 = meta[meta["phase"] == 1]
+    assert ((p1["Pleural effusion"] > 0) | (p1["Pleural thickening"] > 0)).any()
+    assert meta["eye_tracking_data_discarded"].any() and summary["excl_eye_tracking_discarded"] >= 1
     cxr = read(tmp_path, schema.CXR_METADATA)
     assert (cxr.loc[cxr["dicom_id"].isin(meta["dicom_id"]), "StudyTime"] < 100_000).any()
     tri = read(tmp_path, schema.TRIAGE)

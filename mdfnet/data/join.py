@@ -5,6 +5,11 @@ with ``layout``; readers in :mod:`mdfnet.data.sources`); the rules below are the
 
 Join rule (one row per kept REFLACX reading):
 
+0. readings whose ``eye_tracking_data_discarded`` is true are dropped (``keep_discarded_eye_tracking=False``,
+   the default), as MDF-Net's REFLACX preprocessing does on the way to the paper's 670 readings (github
+   ChihchengHsieh/multimodal-abnormalities-detection). REFLACX still wrote their ellipse
+   files (ricbl/eyetracking ``create_main_table.py``), so ``keep_discarded_eye_tracking=True`` keeps them for users
+   who want every annotation;
 1. reading → CXR metadata on ``dicom_id`` (its ``subject_id`` must agree with REFLACX's); frontal views only
    (``ViewPosition`` in PA/AP);
 2. study datetime = ``StudyDate`` (YYYYMMDD) + ``StudyTime`` (HHMMSS.fff, **not** zero-padded: 93512.1 is
@@ -17,10 +22,11 @@ Join rule (one row per kept REFLACX reading):
 6. the JPEG must exist and be readable; its size must equal REFLACX's ``image_size_x/y`` (the ellipses are in
    those pixel coordinates).
 
-Boxes: every ellipse of a reading contributes one box per class it marks (labels mapped to the 5 classes with
-:data:`mdfnet.data.schema.LABEL_SYNONYMS`, so phase-3 "Pleural effusion"/"Pleural thickening" both become
-"Pleural abnormality"), clipped to the image; ellipses below ``min_certainty`` and boxes that are empty after
-clipping are dropped and counted. Readings with no box of the 5 classes are kept as negatives by default
+Boxes: every ellipse of a reading contributes one box per class it marks (labels mapped to the 5 classes by name
+with :data:`mdfnet.data.schema.LABEL_SYNONYMS`, so phase-1 "Pleural effusion"/"Pleural thickening" both become
+phases 2-3's "Pleural abnormality"; an ellipse marking both gives one box). MDF-Net's code gives each ellipse one
+label instead (``idxmax`` over the label columns), losing the other classes an ellipse marks. Boxes are clipped
+to the image; ellipses below ``min_certainty`` and boxes that are empty after clipping are dropped and counted. Readings with no box of the 5 classes are kept as negatives by default
 (``keep_negatives=True``, as in the paper's data set of 670 readings, which was not filtered on lesions).
 
 Every input reading is either kept or excluded with exactly one reason (the first failing step above), so
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 
 R_DUPLICATE = "duplicate reading id"
 R_UNSAFE_ID = "reflacx or dicom id not a plain name (would leave the data root)"
+R_DISCARDED = "eye-tracking data discarded (REFLACX eye_tracking_data_discarded)"
 R_NO_ELLIPSES = "no ellipses file"
 R_NO_CXR = "no CXR metadata"
 R_SUBJECT = "subject_id differs from CXR metadata"
@@ -60,7 +67,7 @@ R_BAD_IMAGE = "unreadable image"
 R_SIZE = "image size differs from REFLACX metadata"
 R_NEGATIVE = "no box of the 5 classes"
 REASONS: tuple[str, ...] = (
-    R_DUPLICATE, R_UNSAFE_ID, R_NO_ELLIPSES, R_NO_CXR, R_SUBJECT, R_NOT_FRONTAL, R_BAD_DATETIME, R_NO_PATIENT, R_NO_STAY,
+    R_DUPLICATE, R_UNSAFE_ID, R_DISCARDED, R_NO_ELLIPSES, R_NO_CXR, R_SUBJECT, R_NOT_FRONTAL, R_BAD_DATETIME, R_NO_PATIENT, R_NO_STAY,
     R_NO_TRIAGE, R_NO_IMAGE, R_BAD_IMAGE, R_SIZE, R_NEGATIVE,
 )
 """Exclusion reasons in the order they are checked."""
@@ -87,12 +94,12 @@ class JoinResult:
         return sum(self.exclusions.values())
 
     def summary_table(self) -> str:
-        w = max(len(r) for r in [*REASONS, *self.box_report]) + 2
-        lines = [f"{'readings in REFLACX metadata':<{w}} {self.n_input:>8}"]
-        lines += [f"  excluded: {r:<{w - 12}} {c:>8}" for r, c in self.exclusions.items() if c]
-        lines += [f"{'readings kept':<{w}} {self.n_kept:>8}", f"{'boxes kept (5 classes)':<{w}} {self.n_boxes:>8}"]
-        lines += [f"  boxes: {r:<{w - 9}} {c:>8}" for r, c in self.box_report.items() if c]
-        return "\n".join(lines)
+        rows = [("readings in REFLACX metadata", self.n_input)]
+        rows += [(f"  excluded: {r}", c) for r, c in self.exclusions.items() if c]
+        rows += [("readings kept", self.n_kept), ("boxes kept (5 classes)", self.n_boxes)]
+        rows += [(f"  boxes: {r}", c) for r, c in self.box_report.items() if c]
+        w = max(len(label) for label, _ in rows) + 2
+        return "\n".join(f"{label:<{w}} {c:>8}" for label, c in rows)
 
 
 # ----------------------------------------------------------------------------- join rules
@@ -188,6 +195,7 @@ def join(
     check_images: bool = True,
     copy_images: bool = False,
     layout: str = "auto",
+    keep_discarded_eye_tracking: bool = False,
 ) -> JoinResult:
     """Join the four sources; write ``instances.parquet``, ``boxes.parquet``, ``exclusions.csv``,
     ``excluded.parquet`` and ``join_meta.json`` into ``out_dir``.
@@ -196,7 +204,8 @@ def join(
     :func:`mdfnet.data.sources.open_source`); both give the same tables, so the same join. ``check_images=False``
     skips opening the JPEGs (tables-only benchmarks); sizes then come from the CXR metadata. ``copy_images=True``
     copies (hard-links where possible) the kept JPEGs into ``out_dir/images`` so the output is self-contained
-    (used when steps run in different pods). The steps of the module docstring run in order, each excluding the
+    (used when steps run in different pods). ``keep_discarded_eye_tracking=True`` keeps the readings REFLACX
+    marked ``eye_tracking_data_discarded`` (their ellipses exist; MDF-Net, and the default, drop them). The steps of the module docstring run in order, each excluding the
     readings it cannot join (:class:`_Excluder`).
     """
     source_dir, out_dir = Path(source_dir), Path(out_dir)
@@ -209,6 +218,8 @@ def join(
     readings = ex.take(readings, readings["reflacx_id"].duplicated(keep="first"), R_DUPLICATE)
     readings = ex.take(readings, ~(_plain_name(readings["reflacx_id"]) & _plain_name(readings["dicom_id"])),
                        R_UNSAFE_ID)
+    if not keep_discarded_eye_tracking:
+        readings = ex.take(readings, readings[schema.REFLACX_DISCARDED], R_DISCARDED)
     boxes, missing = read_ellipses(source.ellipse_paths(readings), readings["reflacx_id"].tolist())
     readings = ex.take(readings, readings["reflacx_id"].isin(missing), R_NO_ELLIPSES)
     readings = _with_cxr(readings, source, ex)
@@ -229,7 +240,7 @@ def join(
     if len(instances) + len(excluded) != n_input:  # invariant: every reading kept or excluded once
         raise AssertionError(f"join lost readings: kept {len(instances)} + excluded {len(excluded)} != {n_input}")
     meta = {"layout": source.layout, "keep_negatives": keep_negatives, "min_certainty": min_certainty,
-            "check_images": check_images, "n_input": n_input, "n_kept": len(instances), "n_boxes": len(boxes),
+            "keep_discarded_eye_tracking": keep_discarded_eye_tracking, "check_images": check_images, "n_input": n_input, "n_kept": len(instances), "n_boxes": len(boxes),
             "box_report": box_report,
             "stay_rule": "latest intime among stays containing the study; tie -> smallest stay_id"}
     exclusions = _write(out_dir, source_dir, copy_images, instances, boxes, excluded, meta)

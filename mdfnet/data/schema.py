@@ -14,19 +14,22 @@ SOURCE_DIR/
 ```
 Every table may be plain ``.csv`` or ``.csv.gz``.
 
-The same tables in the MIMIC-Eye layout (one folder per patient; see :mod:`mdfnet.data.sources.mimic_eye` for what
-was confirmed about it):
+The same tables in the MIMIC-Eye layout (one folder per patient, as the builder github ChihchengHsieh/MIMIC-Eye
+writes it; see :mod:`mdfnet.data.sources.mimic_eye` for what was confirmed about it):
 
 ```
 SOURCE_DIR/
-  patient_<subject_id>/Core/patients.csv                  (or Hosp/patients.csv; or spreadsheets/Hosp/patients.csv)
+  spreadsheets/Hosp/patients.csv                          the whole MIMIC-IV patients table (the builder at HEAD
+                                                          writes none per patient; patient_<id>/Core/ or Hosp/
+                                                          patients.csv, which older code read, are read too)
   patient_<subject_id>/ED/edstays.csv
   patient_<subject_id>/ED/triage.csv
-  patient_<subject_id>/CXR-JPG/cxr_meta.csv
+  patient_<subject_id>/CXR-JPG/cxr_meta.csv               (only the images in REFLACX or Eye Gaze)
   patient_<subject_id>/CXR-JPG/s<study_id>/<dicom_id>.jpg
   patient_<subject_id>/REFLACX/metadata.csv                (the three phases merged)
   patient_<subject_id>/REFLACX/main_data/<reflacx_id>/anomaly_location_ellipses.csv   (or REFLACX/<reflacx_id>/)
 ```
+Every table the builder writes starts with pandas' index (a column with an empty name).
 """
 
 from __future__ import annotations
@@ -54,38 +57,44 @@ LABEL_SYNONYMS: dict[str, str] = {
     "Consolidation": "Consolidation",
     "Pulmonary edema": "Pulmonary edema",
 }
-"""REFLACX label name (any phase) → one of :data:`CLASSES`. Names not here are not detection targets."""
+"""REFLACX label name (any phase) → one of :data:`CLASSES`. Names not here are not detection targets.
 
-OTHER_REFLACX_LABELS: tuple[str, ...] = (
-    "Abnormal mediastinal contour",
-    "Acute fracture",
-    "Enlarged hilum",
-    "Groundglass opacity",
-    "Hiatal hernia",
-    "High lung volume / emphysema",
-    "Interstitial lung disease",
-    "Lung nodule or mass",
-    "Mass",
-    "Nodule",
-    "Other",
-    "Quality issue",
-    "Support devices",
-    "Wide mediastinum",
-)
-"""Labels REFLACX also uses that are not among the 5 classes (kept out of targets)."""
+Phase 1 has *Pleural effusion* and *Pleural thickening* where phases 2–3 have *Pleural abnormality*; MDF-Net maps
+both to *Pleural abnormality* (github ChihchengHsieh/multimodal-abnormalities-detection, ``[1.a]`` notebook)."""
 
-REFLACX_PHASE12_LABELS: tuple[str, ...] = (
-    "Enlarged cardiac silhouette", "Atelectasis", "Pleural abnormality", "Consolidation", "Pulmonary edema",
-    "Abnormal mediastinal contour", "Acute fracture", "Enlarged hilum", "Groundglass opacity", "Hiatal hernia",
-    "High lung volume / emphysema", "Interstitial lung disease", "Lung nodule or mass", "Other", "Quality issue",
-    "Support devices", "Wide mediastinum",
+# REFLACX's label columns, per phase. Phase 1 used one label set, phases 2 and 3 another (github ricbl/eyetracking:
+# ``analyze_interrater*.py`` and ``examples_and_paper_numbers/interrater.py`` handle phase 1 apart from 2-3; the
+# ``[1.a]`` notebook of github ChihchengHsieh/multimodal-abnormalities-detection, run on the real files, shows the
+# phase-1-only columns empty for every P2xx/P300 reading). Sorted, as ``create_main_table.py`` (ricbl/eyetracking,
+# ``post_processing_and_dataset_generation/``) writes them after the 8 columns of REFLACX_METADATA_COLUMNS.
+REFLACX_PHASE1_LABELS: tuple[str, ...] = (
+    "Airway wall thickening", "Atelectasis", "Consolidation", "Emphysema", "Enlarged cardiac silhouette", "Fibrosis",
+    "Fracture", "Groundglass opacity", "Mass", "Nodule", "Other", "Pleural effusion", "Pleural thickening",
+    "Pneumothorax", "Pulmonary edema", "Quality issue", "Support devices", "Wide mediastinum",
 )
-REFLACX_PHASE3_LABELS: tuple[str, ...] = (
-    "Enlarged cardiac silhouette", "Atelectasis", "Pleural effusion", "Pleural thickening", "Consolidation",
-    "Pulmonary edema", "Abnormal mediastinal contour", "Acute fracture", "Enlarged hilum", "Groundglass opacity",
-    "Hiatal hernia", "High lung volume / emphysema", "Interstitial lung disease", "Mass", "Nodule", "Other",
-    "Quality issue", "Support devices", "Wide mediastinum",
+"""The 18 labels of REFLACX phase 1 (readings ``P1xxR…``)."""
+REFLACX_PHASE23_LABELS: tuple[str, ...] = (
+    "Abnormal mediastinal contour", "Acute fracture", "Atelectasis", "Consolidation", "Enlarged cardiac silhouette",
+    "Enlarged hilum", "Groundglass opacity", "Hiatal hernia", "High lung volume / emphysema",
+    "Interstitial lung disease", "Lung nodule or mass", "Other", "Pleural abnormality", "Pneumothorax",
+    "Pulmonary edema", "Support devices",
 )
+"""The 16 labels of REFLACX phases 2 and 3 (readings ``P2xxR…``, ``P300R…``)."""
+
+OTHER_REFLACX_LABELS: tuple[str, ...] = tuple(sorted(
+    {*REFLACX_PHASE1_LABELS, *REFLACX_PHASE23_LABELS} - set(LABEL_SYNONYMS)))
+"""The 19 labels of either phase that are not among the 5 classes (kept out of targets; a label neither here nor
+in :data:`LABEL_SYNONYMS` is counted as unknown in the join's box report)."""
+
+
+def reflacx_labels(phase: int) -> tuple[str, ...]:
+    """The label columns of REFLACX phase ``phase`` (1, 2 or 3), sorted as REFLACX writes them."""
+    if phase == 1:
+        return REFLACX_PHASE1_LABELS
+    if phase in (2, 3):
+        return REFLACX_PHASE23_LABELS
+    raise ValueError(f"REFLACX phase must be 1, 2 or 3, got {phase!r}")
+
 
 # ---------------------------------------------------------------- task: clinical features
 NUMERIC_FEATURES: tuple[str, ...] = (
@@ -103,7 +112,16 @@ GENDER_CODES: dict[str, int] = {"F": 1, "M": 2}
 REFLACX_METADATA_COLUMNS: tuple[str, ...] = (
     "id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id", "image_size_x", "image_size_y",
 )
+"""The first 8 columns of ``metadata_phase_{1,2,3}.csv``, then the phase's labels (:func:`reflacx_labels`);
+ricbl/eyetracking ``create_main_table.py``. ``eye_tracking_data_discarded`` is written as ``True``/``False``;
+REFLACX still writes the ellipse file of a discarded reading."""
+REFLACX_DISCARDED = "eye_tracking_data_discarded"
 REFLACX_ELLIPSE_COLUMNS: tuple[str, ...] = ("xmin", "ymin", "xmax", "ymax", "certainty")
+"""The first 5 columns of ``anomaly_location_ellipses.csv`` (integer pixels of the original image, certainty 1-5),
+then one ``True``/``False`` column per label of the reading's phase (ricbl/eyetracking ``create_main_table.py``)."""
+REFLACX_LINE_END = "\r\n"
+"""REFLACX's CSVs (metadata and ellipse files) end their lines with CRLF (ricbl/eyetracking
+``create_main_table.py``); every reader here accepts both."""
 CXR_METADATA_COLUMNS: tuple[str, ...] = (
     "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
     "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
@@ -138,8 +156,11 @@ MIMIC_EYE_ELLIPSE_DIRS: tuple[str, ...] = ("REFLACX/main_data", "REFLACX")
 """Where a reading's folder may be, in the order looked up (the authors' code has used both)."""
 MIMIC_EYE_CXR_METADATA = "CXR-JPG/cxr_meta.csv"
 MIMIC_EYE_PATIENTS_CANDIDATES: tuple[str, ...] = ("Core/patients.csv", "Hosp/patients.csv")
+"""Per-patient patients tables: the MDF-Net code reads ``Core/patients.csv`` (``data/paths.py``), the builder at
+HEAD writes none (only :data:`MIMIC_EYE_SHARED_PATIENTS`); read where present."""
 MIMIC_EYE_SHARED_PATIENTS = "spreadsheets/Hosp/patients.csv"
-"""Relative to SOURCE_DIR: MIMIC-Eye's copy of the whole MIMIC-IV ``patients`` table."""
+"""Relative to SOURCE_DIR: MIMIC-Eye's copy of the whole MIMIC-IV ``patients`` table, the only one the builder
+writes (github ChihchengHsieh/MIMIC-Eye, ``descriptions_backup.md`` and the ``[Patient-Level]`` notebooks)."""
 MIMIC_EYE_EDSTAYS = "ED/edstays.csv"
 MIMIC_EYE_TRIAGE = "ED/triage.csv"
 

@@ -16,14 +16,19 @@ the authors' public code and from outputs saved in their notebooks, which were r
   REFLACX or Eye Gaze): the same 12 columns plus ``in_eye_gaze``, ``in_reflacx``, ``StudyDateTime``
   (``float(str(StudyDate) + str(StudyTime))``) and ``stay_id`` (the builder's own match: strict bounds, kept only
   when exactly one stay contains the study). The join ignores those last two and matches stays itself.
-  Images: ``CXR-JPG/s<study_id>/<dicom_id>.jpg`` (whole study folders, laterals too).
+  Images: ``CXR-JPG/s<study_id>/<dicom_id>.jpg``. Only images in REFLACX or Eye Gaze are kept (as in
+  ``cxr_meta.csv``; an earlier reading of the builder here said whole study folders, laterals too: either way the
+  join opens only the JPEGs that REFLACX read).
   ``REFLACX/metadata.csv`` is ``pd.concat`` of ``metadata_phase_{1,2,3}.csv`` filtered on the subject: the phases
   are **merged, without a phase column**, with the union of the label columns (empty where a phase lacks one),
-  and the index column keeps the row number within its phase file. Reading folders
+  and the index column keeps the row number within its phase file. The union is the 26 labels of phase 1 (18)
+  and phases 2-3 (16) (:data:`mdfnet.data.schema.REFLACX_PHASE1_LABELS`, ``REFLACX_PHASE23_LABELS``); a
+  reading's ``eye_tracking_data_discarded`` is kept as REFLACX wrote it. Reading folders
   ``REFLACX/main_data/<reflacx_id>/`` (``anomaly_location_ellipses.csv``, ``fixations.csv``, …) and
   ``REFLACX/gaze_data/<reflacx_id>/``. Other folders, not read here: ``CXR-DICOM/`` (``s<study_id>.txt``
-  reports), ``EyeGaze/``, ``Hosp/``, ``ICU/``, and ``spreadsheets/`` at the root (including ``Hosp/patients.csv``,
-  the whole MIMIC-IV ``patients`` table: the builder at HEAD writes no per-patient patients table).
+  reports), ``EyeGaze/``, ``Hosp/`` (no patients table in it), ``ICU/``; ``spreadsheets/`` at the root holds
+  ``Hosp/patients.csv``, the whole MIMIC-IV ``patients`` table, the only patients table the builder at HEAD writes
+  (read here).
 - *Column names* as printed by ``[1.a] reflacx_dataset_preprocessing.ipynb`` of
   github.com/ChihchengHsieh/multimodal-abnormalities-detection (the MDF-Net code; 3,052 readings, 670 joined)
   and ``[preprocessing] reflacx-eye.ipynb`` of github.com/ChihchengHsieh/MIMIC-Eye-applications: ``cxr_meta``:
@@ -40,8 +45,9 @@ the authors' public code and from outputs saved in their notebooks, which were r
   (P1xx: 295 rows, the ones with the phase-1 label columns; P2xx: 250 and P300: 2,507, with the phase-2/3 ones).
 
 Not confirmed, hence handled both ways: whether reading folders sit under ``REFLACX/main_data/`` (builder, 2023)
-or directly under ``REFLACX/`` (``paths.py``) — both looked up; where ``patients.csv`` is (per-patient ``Core/``
-or ``Hosp/``, or only ``spreadsheets/Hosp/``) — all read; ``\\n`` or ``\\r\\n`` line ends (built on Windows) and
+or directly under ``REFLACX/`` (``paths.py``) — both looked up; per-patient ``Core/patients.csv`` (what
+``paths.py`` reads, perhaps from an earlier build) or ``Hosp/patients.csv`` besides ``spreadsheets/Hosp/`` — all
+read where present; ``\\n`` or ``\\r\\n`` line ends (built on Windows; REFLACX's own files are CRLF) and
 ``.csv.gz`` — all accepted. Also unconfirmed: the MIMIC-IV/-ED versions inside (the builder points at 2.0; the
 columns read are the same in 1.0 and 2.x).
 
@@ -60,7 +66,17 @@ import pandas as pd
 
 from mdfnet.data import schema
 from mdfnet.data.io import SourceError
-from mdfnet.data.sources.tables import CXR, PATIENTS, READINGS, STAYS, TRIAGE, TableSpec, read_many, readings_frame
+from mdfnet.data.sources.tables import (
+    CXR,
+    PATIENTS,
+    READINGS,
+    STAYS,
+    TRIAGE,
+    TableSpec,
+    parse_discarded,
+    read_many,
+    readings_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +114,9 @@ class MimicEyeSource:
             raise SourceError(f"REFLACX ids {bad} (id, subject_id) in patient_*/{schema.MIMIC_EYE_REFLACX_METADATA}: "
                               f"expected P<phase 1-3><2 digits>R<digits>, the only record of the phase in MIMIC-Eye")
         df["reflacx_phase"] = phase.astype("int64")
+        where = [f"patient_{s}/{schema.MIMIC_EYE_REFLACX_METADATA} (reading {rid!r})"
+                 for s, rid in zip(df["subject_id"], df["id"], strict=True)]
+        df[schema.REFLACX_DISCARDED] = parse_discarded(df[schema.REFLACX_DISCARDED], where)
         order = ["reflacx_phase", ""] if "" in df.columns and df[""].notna().all() else ["reflacx_phase", "id"]
         df = df.sort_values(order, kind="stable").drop(columns=[""], errors="ignore").reset_index(drop=True)
         return readings_frame(df)

@@ -9,7 +9,16 @@ import pandas as pd
 
 from mdfnet.data import schema
 from mdfnet.data.io import SourceError, find_patients_table, read_table, require_table
-from mdfnet.data.sources.tables import CXR, PATIENTS, READINGS, STAYS, TRIAGE, TableSpec, readings_frame
+from mdfnet.data.sources.tables import (
+    CXR,
+    PATIENTS,
+    READINGS,
+    STAYS,
+    TRIAGE,
+    TableSpec,
+    parse_discarded,
+    readings_frame,
+)
 
 
 class PhysionetSource:
@@ -22,13 +31,15 @@ class PhysionetSource:
 
     def readings(self) -> pd.DataFrame:
         """All ``metadata_phase_*.csv`` rows (phase 1, 2, 3 in file order) with ``reflacx_phase``; at least one
-        phase file must exist."""
+        phase file must exist. ``eye_tracking_data_discarded`` parsed to bool (:func:`parse_discarded`)."""
         frames = []
         for phase in schema.REFLACX_PHASES:
             path = schema.find_table(self.root, schema.reflacx_metadata_path(phase))
             if path is None:
                 continue
             df = read_table(path, READINGS.columns, READINGS.types)
+            where = [f"{path}, line {i + 2} (reading {rid!r})" for i, rid in enumerate(df["id"])]
+            df[schema.REFLACX_DISCARDED] = parse_discarded(df[schema.REFLACX_DISCARDED], where)
             df["reflacx_phase"] = phase
             frames.append(df)
         if not frames:

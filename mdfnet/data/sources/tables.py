@@ -4,8 +4,8 @@ REFLACX ellipse files, and many small per-patient CSVs read as one table.
 Frames returned (one row per source row; pandas dtypes as pyarrow gives them):
 
 ==========  ================================================================================================
-readings    ``reflacx_id`` str, ``reflacx_split`` str, ``dicom_id`` str, ``subject_id`` int64,
-            ``image_size_x`` int64, ``image_size_y`` int64, ``reflacx_phase`` int64 (1..3)
+readings    ``reflacx_id`` str, ``reflacx_split`` str, ``eye_tracking_data_discarded`` bool, ``dicom_id`` str,
+            ``subject_id`` int64, ``image_size_x`` int64, ``image_size_y`` int64, ``reflacx_phase`` int64 (1..3)
 cxr         ``dicom_id`` str, ``subject_id``, ``study_id`` int64, ``ViewPosition`` str, ``Rows``, ``Columns``,
             ``StudyDate`` int64, ``StudyTime`` float64 (HHMMSS.fff, not zero-padded)
 patients    ``subject_id`` int64, ``gender`` str, ``anchor_age``, ``anchor_year`` int64
@@ -52,8 +52,10 @@ class TableSpec:
     types: dict[str, pa.DataType] = field(default_factory=dict)
 
 
-READINGS = TableSpec("REFLACX metadata", ("id", "split", "dicom_id", "subject_id", "image_size_x", "image_size_y"),
-                     "id", {"id": pa.string(), "dicom_id": pa.string(), "split": pa.string()})
+READINGS = TableSpec("REFLACX metadata", ("id", "split", schema.REFLACX_DISCARDED, "dicom_id", "subject_id",
+                                          "image_size_x", "image_size_y"),
+                     "id", {"id": pa.string(), "dicom_id": pa.string(), "split": pa.string(),
+                            schema.REFLACX_DISCARDED: pa.string()})  # parsed by parse_discarded
 CXR = TableSpec("CXR metadata", ("dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate",
                                  "StudyTime"),
                 "dicom_id", {"dicom_id": pa.string(), "ViewPosition": pa.string(), "StudyTime": pa.float64(),
@@ -70,6 +72,25 @@ def readings_frame(df: pd.DataFrame) -> pd.DataFrame:
     """REFLACX metadata columns → the ``readings`` frame's names (``id`` → ``reflacx_id``, ``split`` →
     ``reflacx_split``)."""
     return df.rename(columns={"id": "reflacx_id", "split": "reflacx_split"})
+
+
+_DISCARDED_VALUES = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
+
+
+def parse_discarded(values: pd.Series, where: Sequence[str]) -> pd.Series:
+    """REFLACX's ``eye_tracking_data_discarded`` text → bool (same index). REFLACX writes ``True``/``False``
+    (ricbl/eyetracking ``create_main_table.py``); ``true``/``false`` in any case and ``1``/``0`` are accepted too.
+    Anything else, an empty cell included, raises :class:`JoinError` naming ``where[i]`` (the file and row of
+    value ``i``) and the value: whether a reading's eye tracking was discarded decides whether the join keeps it."""
+    text = values.astype("string").str.strip().str.lower()
+    parsed = text.map(_DISCARDED_VALUES)
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        shown = [f"{where[i]}: " + ("an empty cell" if pd.isna(values.iloc[i]) else repr(values.iloc[i]))
+                 for i in bad.nonzero()[0][:5]]
+        raise JoinError(f"REFLACX metadata: {int(bad.sum())} {schema.REFLACX_DISCARDED} value(s) are not True/False "
+                        f"(or 1/0): " + "; ".join(shown))
+    return parsed.astype(bool)
 
 
 # ----------------------------------------------------------------------------- ellipses

@@ -66,20 +66,27 @@ jitter and contrast), then one opacity per lesion inside its box:
 is phase 3 with probability 0.7 (else 1 or 2); readings of multi-read images are phase 1/2/3 w.p. 0.45/0.45/0.1.
 Each reader sees each lesion w.p. 0.9 and draws an ellipse whose bounding box is the lesion box with every edge
 moved by N(0, 0.06·side) px, clipped to the image, integer pixels in the original image frame; certainty
-1..5 w.p. 0.05/0.10/0.20/0.30/0.35. 12 % of readings add one ellipse of a non-target label (Support devices,
-Enlarged hilum, Lung nodule or mass / Nodule, Other; not rendered). Phase-3 pleural ellipses mark "Pleural effusion"
-(70 %), "Pleural thickening" (10 %) or both (20 %). Metadata label columns hold the reading's maximum certainty per
-label (0 = absent). Images with no lesion (and readers who missed every lesion) give header-only ellipse files.
+1..5 w.p. 0.05/0.10/0.20/0.30/0.35. 12 % of readings add one ellipse of a non-target label of their phase (phase 1:
+Support devices, Emphysema, Nodule, Other; phases 2–3: Support devices, Enlarged hilum, Lung nodule or mass, Other;
+not rendered). Each phase file and ellipse file has exactly its phase's label columns, sorted
+(:func:`mdfnet.data.schema.reflacx_labels`: 18 labels in phase 1, 16 in phases 2–3), and CRLF line ends, as REFLACX
+writes them. Phase-1 pleural ellipses mark "Pleural effusion" (70 %), "Pleural thickening" (10 %) or both (20 %);
+phases 2–3 mark "Pleural abnormality". Metadata label columns hold the reading's maximum certainty per label
+(0 = absent). Images with no lesion (and readers who missed every lesion) give header-only ellipse files. 3 % of the
+readings of ordinary images (``n_studies ≥ 10``) have ``eye_tracking_data_discarded`` True (their ellipse files written all the same, as
+REFLACX did); the join drops them by default.
 
 **What a model can learn.** The look-alike pair is *Consolidation* vs *Pulmonary edema*: same renderer, same
 box distribution, so from the image alone only their co-occurring findings hint at which (edema comes with an
 enlarged heart or effusion more often). The triage separates them. Measured on the joined readings of a
-3000-study run (seed 0, after cleaning; 3,511 readings, Consolidation on 29 %, edema on 32 %, never both):
-consolidation readings average 101.0 °F / resprate 18.9 / o2sat 95.6 against 98.0 °F / 25.0 / 89.3 for edema
-ones; one threshold on temperature alone tells the two apart with 0.966 accuracy (resprate 0.926, o2sat 0.955;
-majority class 0.52), and a logistic regression on the 9 numeric features with 0.998 on held-out readings.
-Correlations of lesion presence with the features (same run): consolidation–temperature 0.80,
-edema–resprate 0.76, edema–o2sat −0.79, ECS–age 0.30, ECS–sbp 0.37, atelectasis–pain 0.45.
+3000-study run (seed 0, join with ``check_images=False``, after cleaning; 3,424 readings, Consolidation on 30 %,
+edema on 30 %, never both): consolidation readings average 101.0 °F / resprate 19.0 / o2sat 95.6 against
+98.0 °F / 25.0 / 89.3 for edema ones; one threshold on temperature alone tells the two apart with 0.971 accuracy
+(resprate 0.924, o2sat 0.952; majority class 0.50), and a logistic regression on the 9 numeric features (trained on
+every other reading) with 0.999 on the others. Correlations of lesion presence with the features (same run):
+consolidation–temperature 0.82, edema–resprate 0.74, edema–o2sat −0.77, ECS–age 0.31, ECS–sbp 0.38,
+atelectasis–pain 0.45. (Before the REFLACX phase labels were corrected and discarded readings dropped: 3,511
+readings; 0.966 / 0.926 / 0.955; 0.998.)
 ``tests/test_synthetic_signal.py`` checks these directions and the separability.
 
 Messiness and special cases
@@ -108,9 +115,13 @@ Messiness and special cases
   ``no_triage``       1 %       the containing stay has no triage row → "no triage record"
   ==================  ========  =================================================================
 
+  Readings marked ``eye_tracking_data_discarded`` (above) are all on ordinary images, so each is excluded for that
+  reason alone ("eye-tracking data discarded").
+
   Runs with ``n_studies ≥ 10`` also always contain: a study before 10:00, an image read by ≥ 2 radiologists,
-  every phase, a phase-3 reading with a pleural ellipse, a reading with no ellipse, and in the triage table "UA",
-  "unable", "8-10", an empty pain, a °C temperature and an implausible dbp, heartrate, o2sat and resprate.
+  every phase, a phase-1 reading with a pleural ellipse, a reading with no ellipse, a discarded reading, and in the
+  triage table "UA", "unable", "8-10", an empty pain, a °C temperature and an implausible dbp, heartrate, o2sat and
+  resprate.
 
 Scale and determinism
 =====================

@@ -62,7 +62,7 @@ def _cxr_meta(cxr: pd.DataFrame, reflacx_dicoms: set[str]) -> pd.DataFrame:
 def _merged_reflacx_metadata(studies: pd.DataFrame, readings: list[Reading]) -> pd.DataFrame:
     """The three phase tables concatenated as MIMIC-Eye has them (index = row within its phase file)."""
     frames = reflacx_metadata_frames(studies, readings)
-    labels = list(dict.fromkeys([*schema.REFLACX_PHASE12_LABELS, *schema.REFLACX_PHASE3_LABELS]))
+    labels = list(dict.fromkeys([*schema.REFLACX_PHASE1_LABELS, *schema.REFLACX_PHASE23_LABELS]))
     columns = [*schema.REFLACX_METADATA_COLUMNS, *labels]
     kept = [f for f in frames.values() if len(f)]
     merged = pd.concat(kept) if kept else pd.DataFrame(columns=columns)

@@ -18,8 +18,15 @@ RESERVED_SHARES: dict[str, float] = {
 }
 """Share of REFLACX images reserved for each special case (≥ 1 each when n_studies ≥ MIN_RESERVED_STUDIES)."""
 MIN_RESERVED_STUDIES = 10
-OTHER_LABELS_P12 = ("Support devices", "Enlarged hilum", "Lung nodule or mass", "Other")
-OTHER_LABELS_P3 = ("Support devices", "Enlarged hilum", "Nodule", "Other")
+OTHER_LABELS: dict[int, tuple[str, ...]] = {
+    1: ("Support devices", "Emphysema", "Nodule", "Other"),
+    2: ("Support devices", "Enlarged hilum", "Lung nodule or mass", "Other"),
+    3: ("Support devices", "Enlarged hilum", "Lung nodule or mass", "Other"),
+}
+"""Non-target labels an extra ellipse may mark, per phase (each among :func:`mdfnet.data.schema.reflacx_labels`)."""
+DISCARDED_P = 0.03
+"""Share of readings (of ordinary images, when n_studies ≥ MIN_RESERVED_STUDIES) whose eye-tracking data REFLACX
+discarded (``eye_tracking_data_discarded``; their ellipse files are written all the same, as REFLACX did)."""
 CERTAINTY_P = (0.05, 0.10, 0.20, 0.30, 0.35)
 READERS_P = (0.80, 0.13, 0.07)
 N_RADIOLOGISTS = 5
@@ -96,7 +103,9 @@ class Reading:
 
 
 def _label_names(cls: int, phase: int, rng: np.random.Generator) -> tuple[str, ...]:
-    if cls == PLEURAL and phase == 3:
+    """The label(s) a reader of ``phase`` marks for lesion class ``cls``: phase 1 has no "Pleural abnormality" but
+    "Pleural effusion" and "Pleural thickening" (:data:`mdfnet.data.schema.REFLACX_PHASE1_LABELS`)."""
+    if cls == PLEURAL and phase == 1:
         r = rng.random()
         return ("Pleural effusion",) if r < 0.7 else ("Pleural thickening",) if r < 0.8 else (
             "Pleural effusion", "Pleural thickening")
@@ -123,7 +132,7 @@ def sample_readings(rng: np.random.Generator, studies: pd.DataFrame,
         n_readers[rng.choice(np.flatnonzero(ordinary))] = 2
     phases = [np.array([3 if rng.random() < 0.7 else int(rng.integers(1, 3))]) if k == 1
               else rng.choice(3, k, p=(0.45, 0.45, 0.1)) + 1 for k in n_readers]
-    forced_image = _guarantee_pleural_phase3_and_every_phase(rng, studies, geometry, phases, ordinary) if big else -1
+    forced_image = _guarantee_pleural_phase1_and_every_phase(rng, studies, geometry, phases, ordinary) if big else -1
     r_numbers = unique_ints(rng, int(n_readers.sum()), 100_000, 1_000_000)
     readings: list[Reading] = []
     for i in range(n):
@@ -133,18 +142,23 @@ def sample_readings(rng: np.random.Generator, studies: pd.DataFrame,
             prefix = "P300" if phase == 3 else f"P{phase}{radiologists[j]:02d}"
             force_pleural = i == forced_image and j == 0
             ellipses = _ellipses(rng, geometry[i], phase, w, h, force_pleural)
-            readings.append(Reading(f"{prefix}R{r_numbers[len(readings)]}", i, phase, ellipses,
-                                    bool(rng.random() < 0.03)))
+            discarded = bool(rng.random() < DISCARDED_P) and big and ordinary[i] and i != forced_image
+            readings.append(Reading(f"{prefix}R{r_numbers[len(readings)]}", i, phase, ellipses, discarded))
     if big and not any(not r.ellipses for r in readings):  # a reading with no ellipse
         cand = [k for k, r in enumerate(readings) if ordinary[r.image] and r.image != forced_image]
         readings[int(rng.choice(cand))].ellipses = []
+    if big and not any(r.eye_tracking_data_discarded for r in readings):  # a discarded phase-3 reading
+        cand = [k for k, r in enumerate(readings) if ordinary[r.image] and r.image != forced_image and r.phase == 3]
+        if cand:
+            readings[int(rng.choice(cand))].eye_tracking_data_discarded = True
     return readings
 
 
-def _guarantee_pleural_phase3_and_every_phase(rng: np.random.Generator, studies: pd.DataFrame,
+def _guarantee_pleural_phase1_and_every_phase(rng: np.random.Generator, studies: pd.DataFrame,
                                               geometry: list[list[Lesion]], phases: list[np.ndarray],
                                               ordinary: np.ndarray) -> int:
-    """Make an ordinary image with a pleural lesion (its first reading phase 3, the lesion forced visible) and
+    """Make an ordinary image with a pleural lesion (its first reading phase 1, where the lesion is marked "Pleural
+    effusion"/"Pleural thickening", the lesion forced visible) and
     every phase present; returns that image's row (``studies``, ``geometry`` and ``phases`` are updated)."""
     les = lesion_matrix(studies)
     pleural_ok = ordinary & les[:, PLEURAL]
@@ -159,7 +173,7 @@ def _guarantee_pleural_phase3_and_every_phase(rng: np.random.Generator, studies:
                                              int(studies.loc[i, "width"]), int(studies.loc[i, "height"]))
         pleural_ok[i] = True
     forced_image = int(np.flatnonzero(pleural_ok)[0])
-    phases[forced_image][0] = 3
+    phases[forced_image][0] = 1
     all_phases = np.concatenate(phases)
     for ph in (1, 2, 3):  # every phase present
         if not (all_phases == ph).any():
@@ -173,14 +187,14 @@ def _guarantee_pleural_phase3_and_every_phase(rng: np.random.Generator, studies:
 def _ellipses(rng: np.random.Generator, lesions: list[Lesion], phase: int, w: int, h: int,
               force_pleural: bool) -> list[tuple]:
     """One reader's ellipses: each lesion seen w.p. DETECT_P (a forced pleural one always), jittered, with a
-    certainty; 12 % add an ellipse of a label outside the 5 classes."""
+    certainty; 12 % add an ellipse of a label outside the 5 classes (:data:`OTHER_LABELS`)."""
     ellipses = []
     for les in lesions:
         if rng.random() < DETECT_P or (force_pleural and les.cls == PLEURAL):
             cert = int(rng.choice(5, p=CERTAINTY_P)) + 1
             ellipses.append((*_jitter_box(rng, les.box, w, h), cert, _label_names(les.cls, phase, rng)))
     if rng.random() < 0.12:
-        others = OTHER_LABELS_P3 if phase == 3 else OTHER_LABELS_P12
+        others = OTHER_LABELS[phase]
         bw, bh = rng.uniform(0.05, 0.2) * w, rng.uniform(0.05, 0.2) * h
         x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
         ellipses.append((*_jitter_box(rng, (x0, y0, x0 + bw, y0 + bh), w, h),

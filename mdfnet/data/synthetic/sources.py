@@ -64,8 +64,9 @@ def generate(source_dir: str | Path, n_studies: int, seed: int, image_size: int 
     ``n_studies`` = number of REFLACX images (1..200000); ``image_size`` = typical side of the JPEGs (≥ 32 px;
     each side is drawn in [0.75, 1.25]× it); ``tables_only`` skips the JPEGs and writes MIMIC-scale background
     tables (benchmarks). The summary also counts the readings each reserved special case should make the join
-    exclude (``excl_*``) and the readings with two containing stays. Four child generators of ``seed`` (core,
-    background, geometry, images) are drawn in a fixed order, so one seed gives identical bytes.
+    exclude (``excl_*``; ``excl_eye_tracking_discarded`` under the join's default) and the readings with two
+    containing stays. Four child generators of ``seed`` (core, background, geometry, images) are drawn in a fixed
+    order, so one seed gives identical bytes.
     """
     if not isinstance(n_studies, (int, np.integer)) or not 1 <= n_studies <= 200_000:
         raise ValueError(f"n_studies must be an int in [1, 200000], got {n_studies!r}")
@@ -209,6 +210,7 @@ def _summary(studies: pd.DataFrame, readings: list[Reading], tables_only: bool, 
         "ellipses": sum(len(r.ellipses) for r in readings), "boxes": n_boxes, "jpegs": jpegs,
         "patients": counts["patients"], "reflacx_patients": counts["reflacx_patients"],
         "ed_stays": counts["ed_stays"], "triage_rows": counts["triage_rows"], "cxr_rows": counts["cxr_rows"],
+        "excl_eye_tracking_discarded": sum(r.eye_tracking_data_discarded for r in readings),
         "excl_no_cxr_metadata": by_role("no_cxr"),
         "excl_missing_image": 0 if tables_only else by_role("no_image"),
         "excl_no_containing_stay": by_role("no_stay"), "excl_no_triage": by_role("no_triage"),

@@ -53,20 +53,21 @@ def csv_lines(df: pd.DataFrame, index: bool = False) -> tuple[str, list[str]]:
     return header, list(map(",".join, zip(*cols, strict=True)))
 
 
-def csv_bytes(df: pd.DataFrame) -> bytes:
-    """``df`` as CSV bytes (no index, ``\\n`` line ends), the same text as ``df.to_csv(index=False)`` for the
-    column types used here, built column-wise (≈10× faster than ``to_csv`` at 450k rows)."""
-    header, lines = csv_lines(df)
-    body = "\n".join(lines) + "\n" if lines else ""
-    return (header + "\n" + body).encode()
+def csv_bytes(df: pd.DataFrame, line_end: str = "\n", index: bool = False) -> bytes:
+    """``df`` as CSV bytes (``line_end`` after each line), the same text as ``df.to_csv(index=index,
+    lineterminator=line_end)`` for the column types used here, built column-wise (≈10× faster than ``to_csv`` at
+    450k rows)."""
+    header, lines = csv_lines(df, index=index)
+    body = line_end.join(lines) + line_end if lines else ""
+    return (header + line_end + body).encode()
 
 
-def write_table(df: pd.DataFrame, path: Path, gz: bool) -> Path:
+def write_table(df: pd.DataFrame, path: Path, gz: bool, line_end: str = "\n", index: bool = False) -> Path:
     """Deterministic CSV (gzip with ``mtime=0`` when ``gz``); removes the other ``.csv``/``.csv.gz`` twin."""
     path = path.with_name(path.name + ".gz") if gz else path
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_twin(path)
-    data = csv_bytes(df)
+    data = csv_bytes(df, line_end, index)
     if gz:
         with open(path, "wb") as raw, gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=raw, mtime=0,
                                                    compresslevel=GZIP_LEVEL) as fh:
@@ -77,7 +78,9 @@ def write_table(df: pd.DataFrame, path: Path, gz: bool) -> Path:
 
 
 def _ellipses_text(reading: Reading) -> str:
-    labels = schema.REFLACX_PHASE3_LABELS if reading.phase == 3 else schema.REFLACX_PHASE12_LABELS
+    """One ``anomaly_location_ellipses.csv`` as REFLACX writes it: the 5 columns, one True/False column per label of
+    the reading's phase (sorted), CRLF line ends (ricbl/eyetracking ``create_main_table.py``)."""
+    labels = schema.reflacx_labels(reading.phase)
     lines = [",".join((*schema.REFLACX_ELLIPSE_COLUMNS, *labels))]
     for x0, y0, x1, y1, cert, marks in reading.ellipses:
         unknown = set(marks) - set(labels)
@@ -85,16 +88,17 @@ def _ellipses_text(reading: Reading) -> str:
             raise ValueError(f"labels {sorted(unknown)} are not phase-{reading.phase} REFLACX labels")
         lines.append(",".join([str(x0), str(y0), str(x1), str(y1), str(cert),
                                *("True" if lab in marks else "False" for lab in labels)]))
-    return "\n".join(lines) + "\n"
+    return schema.REFLACX_LINE_END.join(lines) + schema.REFLACX_LINE_END
 
 
 def reflacx_metadata_frames(studies: pd.DataFrame, readings: list[Reading]) -> dict[int, pd.DataFrame]:
-    """The ``metadata_phase_{1,2,3}.csv`` tables (rows in reading order; a label column holds the reading's
-    maximum certainty for that label, 0 = absent)."""
+    """The ``metadata_phase_{1,2,3}.csv`` tables: the 8 columns of ``schema.REFLACX_METADATA_COLUMNS`` then exactly
+    the phase's label columns, sorted (ricbl/eyetracking ``create_main_table.py``); rows in reading order; a label
+    column holds the reading's maximum certainty for that label, 0 = absent."""
     rows: dict[int, list[dict]] = {1: [], 2: [], 3: []}
     for r in readings:
         st = studies.iloc[r.image]
-        labels = schema.REFLACX_PHASE3_LABELS if r.phase == 3 else schema.REFLACX_PHASE12_LABELS
+        labels = schema.reflacx_labels(r.phase)
         cert = dict.fromkeys(labels, 0)
         for *_, c, marks in r.ellipses:
             for lab in marks:
@@ -106,9 +110,8 @@ def reflacx_metadata_frames(studies: pd.DataFrame, readings: list[Reading]) -> d
             "dicom_id": st["dicom_id"], "subject_id": int(st["subject_id"]),
             "image_size_x": int(st["width"]), "image_size_y": int(st["height"]), **cert,
         })
-    return {phase: pd.DataFrame(rows[phase], columns=[
-        *schema.REFLACX_METADATA_COLUMNS,
-        *(schema.REFLACX_PHASE3_LABELS if phase == 3 else schema.REFLACX_PHASE12_LABELS)]) for phase in rows}
+    return {phase: pd.DataFrame(rows[phase], columns=[*schema.REFLACX_METADATA_COLUMNS,
+                                                      *schema.reflacx_labels(phase)]) for phase in rows}
 
 
 def write_ellipses(root: Path, readings: list[Reading], relpaths: list[str]) -> None:
@@ -116,14 +119,15 @@ def write_ellipses(root: Path, readings: list[Reading], relpaths: list[str]) -> 
     for r, rel in zip(readings, relpaths, strict=True):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_ellipses_text(r))
+        path.write_bytes(_ellipses_text(r).encode())
 
 
 def write_reflacx(root: Path, studies: pd.DataFrame, readings: list[Reading]) -> None:
-    """``metadata_phase_{1,2,3}.csv`` and one ``anomaly_location_ellipses.csv`` per reading (PhysioNet layout)."""
+    """``metadata_phase_{1,2,3}.csv`` and one ``anomaly_location_ellipses.csv`` per reading (PhysioNet layout;
+    CRLF line ends, as REFLACX has them)."""
     write_ellipses(root, readings, [schema.ellipses_path(r.reflacx_id) for r in readings])
     for phase, df in reflacx_metadata_frames(studies, readings).items():
-        write_table(df, root / schema.reflacx_metadata_path(phase), gz=False)
+        write_table(df, root / schema.reflacx_metadata_path(phase), gz=False, line_end=schema.REFLACX_LINE_END)
 
 
 def write_images(root: Path, studies: pd.DataFrame, geometry: list[list[Lesion]],

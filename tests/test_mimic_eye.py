@@ -1,6 +1,8 @@
-"""MIMIC-Eye as a source: one synthetic cohort written in both layouts joins to the same tables; layout detection
-and its errors; the variants of the per-patient layout the authors' code shows (flat reading folders, patients in
-``spreadsheets/``, ``\\r\\n``, ``.csv.gz``, extra folders); duplicates across per-patient files; S3.
+"""MIMIC-Eye as a source: one synthetic cohort written in both layouts joins to the same tables (the MIMIC-Eye tree
+as the builder lays it out: patients only in ``spreadsheets/Hosp/``, only the REFLACX images, pandas' index first in
+every table); layout detection and its errors; the variants of the per-patient layout the authors' code shows (flat
+reading folders, per-patient ``Core/``/``Hosp/`` patients tables, ``\\r\\n``, ``.csv.gz``, extra folders);
+duplicates across per-patient files; S3.
 
 Compared after normalising only ``instances.image_path`` (the JPEG's path relative to the source folder differs by
 layout by design: ``mimic-cxr-jpg/files/pXX/p<subject>/s<study>/<dicom>.jpg`` vs
@@ -28,8 +30,8 @@ from mdfnet.data.join import R_DUPLICATE, join
 from mdfnet.data.sources import detect_layout, open_source
 
 N_STUDIES, SEED = 80, 7
-EYE_FILES = (schema.MIMIC_EYE_PATIENTS_CANDIDATES[0], schema.MIMIC_EYE_EDSTAYS, schema.MIMIC_EYE_TRIAGE,
-             schema.MIMIC_EYE_CXR_METADATA, schema.MIMIC_EYE_REFLACX_METADATA)
+EYE_FILES = (schema.MIMIC_EYE_EDSTAYS, schema.MIMIC_EYE_TRIAGE, schema.MIMIC_EYE_CXR_METADATA,
+             schema.MIMIC_EYE_REFLACX_METADATA)
 
 
 @pytest.fixture(scope="module")
@@ -69,20 +71,37 @@ def test_generate_writes_the_same_cohort_per_patient(cohort):
     eye_root, _, eye_summary, _ = cohort["mimic-eye"]
     assert eye_summary == phys_summary  # same seed → same rows, readings, JPEGs
     folders = sorted(p.name for p in eye_root.iterdir())
-    assert len(folders) == eye_summary["reflacx_patients"] == 72
-    assert all(re.fullmatch(r"patient_1\d{7}", f) for f in folders)
+    assert folders[-1] == "spreadsheets" and len(folders[:-1]) == eye_summary["reflacx_patients"] == 72
+    assert all(re.fullmatch(r"patient_1\d{7}", f) for f in folders[:-1])
     assert not (eye_root / "reflacx").exists() and not list(phys_root.glob("patient_*"))
+    # patients: only the whole table under spreadsheets/Hosp/, none per patient (the builder at HEAD)
+    assert not [p for rel in schema.MIMIC_EYE_PATIENTS_CANDIDATES for p in eye_root.glob(f"patient_*/{rel}")]
+    shared = pd.read_csv(eye_root / schema.MIMIC_EYE_SHARED_PATIENTS, index_col=0, keep_default_na=False)
+    phys_patients = pd.read_csv(phys_root / (schema.PATIENTS_CANDIDATES[0] + ".gz"), keep_default_na=False)
+    pd.testing.assert_frame_equal(shared, phys_patients)  # background patients included, index 0..n-1
+    assert len(shared) == eye_summary["patients"] > 72
     files = {rel: sorted(eye_root.glob(f"patient_*/{rel}")) for rel in EYE_FILES}
-    assert len(files[schema.MIMIC_EYE_PATIENTS_CANDIDATES[0]]) == 72
     assert len(files[schema.MIMIC_EYE_REFLACX_METADATA]) == 72  # every REFLACX patient has readings
+    for path in [eye_root / schema.MIMIC_EYE_SHARED_PATIENTS, *(p for ps in files.values() for p in ps)]:
+        assert path.read_bytes().startswith(b",") and b"\r" not in path.read_bytes(), path  # pandas' index first
     meta = pd.concat([pd.read_csv(p) for p in files[schema.MIMIC_EYE_REFLACX_METADATA]])
     assert len(meta) == eye_summary["readings"] == 106 and "phase" not in meta.columns
     assert list(meta.columns[:1]) == ["Unnamed: 0"]  # pandas' index, as MIMIC-Eye's builder wrote it
-    assert {"Pleural abnormality", "Pleural effusion", "Pleural thickening"} <= set(meta.columns)  # phases merged
-    cxr_meta = pd.read_csv(files[schema.MIMIC_EYE_CXR_METADATA][0])
+    labels = list(dict.fromkeys([*schema.REFLACX_PHASE1_LABELS, *schema.REFLACX_PHASE23_LABELS]))
+    assert list(meta.columns[1:]) == [*schema.REFLACX_METADATA_COLUMNS, *labels] and len(labels) == 26  # merged
+    assert meta["eye_tracking_data_discarded"].sum() == eye_summary["excl_eye_tracking_discarded"] >= 1
+    # cxr_meta: only the images REFLACX read (no Eye Gaze here), not the laterals or other studies
+    cxr_meta = pd.concat([pd.read_csv(p) for p in files[schema.MIMIC_EYE_CXR_METADATA]])
     assert list(cxr_meta.columns) == ["Unnamed: 0", *schema.CXR_METADATA_COLUMNS, "in_eye_gaze", "in_reflacx",
                                       "StudyDateTime", "stay_id"]
-    assert len(sorted(eye_root.glob("patient_*/REFLACX/main_data/*/anomaly_location_ellipses.csv"))) == 106
+    phys_cxr = pd.read_csv(phys_root / (schema.CXR_METADATA + ".gz"))
+    assert set(cxr_meta["dicom_id"]) == set(meta["dicom_id"]) & set(phys_cxr["dicom_id"])
+    assert cxr_meta["in_reflacx"].all() and not cxr_meta["in_eye_gaze"].any()
+    assert len(phys_cxr[phys_cxr["subject_id"].isin(cxr_meta["subject_id"])]) > len(cxr_meta)  # some left out
+    ellipse_files = sorted(eye_root.glob("patient_*/REFLACX/main_data/*/anomaly_location_ellipses.csv"))
+    assert len(ellipse_files) == 106
+    for path in ellipse_files:  # copied as REFLACX wrote them
+        assert path.read_bytes() == (phys_root / schema.ellipses_path(path.parent.name)).read_bytes()
     assert len(sorted(eye_root.glob("patient_*/CXR-JPG/s*/*.jpg"))) == eye_summary["jpegs"] == 79
 
 
@@ -159,18 +178,23 @@ def test_forced_layout_must_match_the_folders(cohort, tmp_path):
 
 
 # ----------------------------------------------------------------------------- variants of the per-patient layout
-def test_flat_reading_folders_shared_patients_crlf_gz_and_extra_folders(cohort, tmp_path):
-    """Reading folders directly under REFLACX/, half the patients only in spreadsheets/Hosp/patients.csv (all of
-    them there, so the other half are exact duplicates), CRLF and gzip files, folders the join does not read."""
+def test_flat_reading_folders_per_patient_patients_crlf_gz_and_extra_folders(cohort, tmp_path):
+    """Reading folders directly under REFLACX/; per-patient patients tables as the MDF-Net code reads them
+    (``Core/``, or ``Hosp/``): half the patients only there (taken out of spreadsheets/Hosp/patients.csv), the
+    other half there and in the shared table (exact duplicates); CRLF and gzip files, folders the join does not
+    read."""
     root = copy_tree(cohort["mimic-eye"][0], tmp_path / "eye")
     for folder in sorted(root.glob("patient_*/REFLACX/main_data/*")):
         folder.rename(folder.parent.parent / folder.name)
-    core = sorted(root.glob("patient_*/Core/patients.csv"))
-    shared = pd.concat([pd.read_csv(p, index_col=0) for p in core])
-    (root / "spreadsheets/Hosp").mkdir(parents=True)
-    shared.to_csv(root / schema.MIMIC_EYE_SHARED_PATIENTS)
-    for p in core[::2]:
-        p.unlink()
+    shared_path = root / schema.MIMIC_EYE_SHARED_PATIENTS
+    shared = pd.read_csv(shared_path, index_col=0)
+    moved = []
+    for i, d in enumerate(sorted(root.glob("patient_*"))):
+        subject = int(d.name.removeprefix("patient_"))
+        (d / ("Core" if i % 2 else "Hosp")).mkdir(exist_ok=True)
+        shared[shared["subject_id"] == subject].to_csv(d / ("Core" if i % 2 else "Hosp") / "patients.csv")
+        moved += [subject] if i % 2 else []
+    shared[~shared["subject_id"].isin(moved)].to_csv(shared_path)
     stays = sorted(root.glob("patient_*/ED/edstays.csv"))
     stays[0].write_bytes(stays[0].read_bytes().replace(b"\n", b"\r\n"))
     triage = sorted(root.glob("patient_*/ED/triage.csv"))[1]
@@ -189,17 +213,18 @@ def test_flat_reading_folders_shared_patients_crlf_gz_and_extra_folders(cohort, 
 
 def test_conflicting_duplicate_patient_is_an_error_naming_the_files(cohort, tmp_path):
     root = copy_tree(cohort["mimic-eye"][0], tmp_path / "eye")
-    a, b = sorted(root.glob("patient_*"))[:2]
-    row = pd.read_csv(a / "Core/patients.csv", index_col=0)
-    subject = int(row["subject_id"].iloc[0])
-    (b / "Hosp").mkdir()
-    row.assign(anchor_age=row["anchor_age"] + 7).to_csv(b / "Hosp/patients.csv")
+    a = sorted(root.glob("patient_*"))[0]
+    subject = int(a.name.removeprefix("patient_"))
+    shared = pd.read_csv(root / schema.MIMIC_EYE_SHARED_PATIENTS, index_col=0)
+    row = shared[shared["subject_id"] == subject]
+    (a / "Core").mkdir()
+    row.assign(anchor_age=row["anchor_age"] + 7).to_csv(a / "Core/patients.csv")
     with pytest.raises(SourceError) as err:
         join(root, tmp_path / "o")
     msg = str(err.value)
     assert f"subject_id={subject}: columns ['anchor_age'] differ" in msg
-    assert str(a / "Core/patients.csv") in msg and str(b / "Hosp/patients.csv") in msg
-    row.to_csv(b / "Hosp/patients.csv")  # the same row twice: dropped, the join unchanged
+    assert str(a / "Core/patients.csv") in msg and str(root / schema.MIMIC_EYE_SHARED_PATIENTS) in msg
+    row.to_csv(a / "Core/patients.csv")  # the same row twice: dropped, the join unchanged
     assert_same_join(cohort["mimic-eye"][1], Path(join(root, tmp_path / "same").out_dir))
 
 

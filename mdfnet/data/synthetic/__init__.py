@@ -136,9 +136,11 @@ Writing into an existing tree replaces each table (its ``.csv``/``.csv.gz`` twin
 Layouts
 =======
 ``layout="physionet"`` (default) writes the four downloads side by side; ``layout="mimic-eye"`` writes the same
-cohort (same seed → same rows, readings and pixels) as MIMIC-Eye's ``patient_<subject_id>/`` folders
-(:mod:`mdfnet.data.synthetic.mimic_eye`): only REFLACX patients get a folder, so the background population is not
-written, and the join gives the same instances and boxes from either tree (``tests/test_mimic_eye.py``).
+cohort (same seed → same rows, readings and pixels) as MIMIC-Eye's builder lays it out
+(:mod:`mdfnet.data.synthetic.mimic_eye`): ``patient_<subject_id>/`` folders for the REFLACX patients only (the
+background ED stays and CXR rows are not written), the whole patients table in ``spreadsheets/Hosp/patients.csv``,
+every table with pandas' index as first column; the join gives the same instances, boxes and exclusions from
+either tree (``tests/test_mimic_eye.py``).
 """
 
 from mdfnet.data.synthetic.clinical import (

@@ -1,15 +1,25 @@
 """Writer of the synthetic cohort in the MIMIC-Eye layout (one ``patient_<subject_id>/`` folder per REFLACX patient;
 layout in :mod:`mdfnet.data.schema`, what it mirrors in :mod:`mdfnet.data.sources.mimic_eye`).
 
-The tables are those the PhysioNet layout gets (same seed → same rows), cut per patient the way MIMIC-Eye's
-builder cut them: every CSV written with pandas' index as a first, unnamed column (the row's place in the whole
-table, for REFLACX in its phase file); ``REFLACX/metadata.csv`` with the three phases merged (union of their label
-columns, empty where a phase lacks one) and no phase column; ``CXR-JPG/cxr_meta.csv`` with MIMIC-Eye's extra
-columns ``in_eye_gaze`` (False), ``in_reflacx``, ``StudyDateTime`` (the builder's ``float(str(StudyDate) +
-str(StudyTime))``) and ``stay_id`` (left empty: the join matches stays itself); readings under
-``REFLACX/main_data/<reflacx_id>/``. Only patients with a REFLACX image get a folder, holding all their rows
-(every ED stay, every CXR row, laterals included); the background population of the PhysioNet tables is not
-written. A table is written only for patients that have rows in it, as the builder did.
+The tables are those the PhysioNet layout gets (same seed → same rows), cut the way MIMIC-Eye's builder
+(github ChihchengHsieh/MIMIC-Eye, ``[Patient-Level]`` notebooks, ``descriptions_backup.md``) cut them:
+
+- every table is written with pandas' index as a first, unnamed column (the row's place in the whole table; for
+  REFLACX in its phase file);
+- ``spreadsheets/Hosp/patients.csv`` holds the whole MIMIC-IV ``patients`` table, background patients included;
+  no patient folder has a patients table;
+- ``patient_<id>/ED/{edstays,triage}.csv``: every ED row of the subject;
+- ``patient_<id>/CXR-JPG/cxr_meta.csv``: only the subject's images that are in REFLACX or Eye Gaze (no Eye Gaze
+  here: the REFLACX ones), with MIMIC-Eye's extra columns ``in_eye_gaze`` (False), ``in_reflacx`` (True),
+  ``StudyDateTime`` (the builder's ``float(str(StudyDate) + str(StudyTime))``) and ``stay_id`` (left empty: the
+  join matches stays itself); JPEGs only for those images;
+- ``patient_<id>/REFLACX/metadata.csv``: the three phases merged (the 26 labels of phase 1 and phases 2-3, empty
+  where a reading's phase lacks one) and no phase column;
+- readings under ``REFLACX/main_data/<reflacx_id>/``, their ellipse files copied as REFLACX wrote them (CRLF, no
+  index column).
+
+Only patients with a REFLACX image get a folder; a per-patient table is written only for patients that have rows
+in it, as the builder did.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import pandas as pd
 
 from mdfnet.data import schema
 from mdfnet.data.synthetic.reflacx import Reading
-from mdfnet.data.synthetic.writers import csv_lines, reflacx_metadata_frames, write_ellipses
+from mdfnet.data.synthetic.writers import csv_bytes, csv_lines, reflacx_metadata_frames, write_ellipses
 
 
 def write_mimic_eye(root: Path, studies: pd.DataFrame, readings: list[Reading], cxr: pd.DataFrame,
@@ -29,12 +39,14 @@ def write_mimic_eye(root: Path, studies: pd.DataFrame, readings: list[Reading], 
     """Write the per-patient tables and ellipse files; returns the number of patient folders.
 
     ``cxr``, ``patients``, ``edstays``, ``triage``: the whole tables as the PhysioNet layout writes them (sorted,
-    subject first). JPEGs are written separately (:func:`~mdfnet.data.synthetic.writers.write_images` with
-    ``layout="mimic-eye"``).
+    subject first; index 0..n-1). JPEGs are written separately
+    (:func:`~mdfnet.data.synthetic.writers.write_images` with ``layout="mimic-eye"``).
     """
     subjects = np.unique(studies["subject_id"].to_numpy(dtype=np.int64))
+    shared = root / schema.MIMIC_EYE_SHARED_PATIENTS
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    shared.write_bytes(csv_bytes(patients, index=True))
     tables = {
-        schema.MIMIC_EYE_PATIENTS_CANDIDATES[0]: patients,
         schema.MIMIC_EYE_EDSTAYS: edstays,
         schema.MIMIC_EYE_TRIAGE: triage,
         schema.MIMIC_EYE_CXR_METADATA: _cxr_meta(cxr, set(studies["dicom_id"])),
@@ -49,10 +61,12 @@ def write_mimic_eye(root: Path, studies: pd.DataFrame, readings: list[Reading], 
 
 
 def _cxr_meta(cxr: pd.DataFrame, reflacx_dicoms: set[str]) -> pd.DataFrame:
-    """MIMIC-CXR-JPG metadata + MIMIC-Eye's four extra columns (index = row in the whole table)."""
+    """The rows of the REFLACX images (the builder keeps only images in REFLACX or Eye Gaze) + MIMIC-Eye's four
+    extra columns (index = row in the whole table)."""
     out = cxr.reset_index(drop=True)
+    out = out[out["dicom_id"].isin(reflacx_dicoms)].copy()
     out["in_eye_gaze"] = False
-    out["in_reflacx"] = out["dicom_id"].isin(reflacx_dicoms)
+    out["in_reflacx"] = True
     text = out["StudyDate"].astype(str) + out["StudyTime"].map(repr)
     out["StudyDateTime"] = pd.to_numeric(text, errors="coerce")
     out["stay_id"] = pd.array([pd.NA] * len(out), dtype="Int64")

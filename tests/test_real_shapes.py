@@ -277,3 +277,22 @@ def test_discarded_reading_kept_on_request(trees, tmp_path, layout):
     assert result.n_kept == 4 and result.n_excluded == 0 and result.n_boxes == 7
     boxes = pd.read_parquet(tmp_path / "all" / "boxes.parquet")
     assert sorted(boxes.loc[boxes["reflacx_id"] == "P104R915236", "label"]) == EXPECTED_BOXES["P104R915236"]
+
+
+def test_mimic_eye_ellipse_files_rewritten_with_an_index_column_join_the_same(trees, joined, tmp_path):
+    """Whether the builder copied the ellipse files or rewrote them with pandas (index first, ``\\n``) is not
+    confirmed: both give the same join (columns are found by name; the unnamed one is ignored)."""
+    import shutil
+
+    root = tmp_path / "eye"
+    shutil.copytree(trees["mimic-eye"], root)
+    files = sorted(root.glob("patient_*/REFLACX/main_data/*/anomaly_location_ellipses.csv"))
+    assert len(files) == 4
+    for path in files:
+        pd.read_csv(path).to_csv(path)
+        assert path.read_text().startswith(",xmin,") and b"\r" not in path.read_bytes()
+    result = join(root, tmp_path / "o")
+    base, out = joined["mimic-eye"]
+    assert (result.n_kept, result.n_boxes, result.box_report) == (base.n_kept, base.n_boxes, base.box_report)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "o" / "boxes.parquet"),
+                                  pd.read_parquet(out / "boxes.parquet"))

@@ -55,6 +55,10 @@ def join(
         bool, typer.Option("--keep-negatives/--drop-negatives", help="Keep readings with no box of the 5 classes.")
     ] = True,
     min_certainty: Annotated[int, typer.Option("--min-certainty", help="Drop ellipses with certainty below this (1-5).")] = 1,
+    keep_discarded_eye_tracking: Annotated[bool, typer.Option(
+        "--keep-discarded-eye-tracking/--drop-discarded-eye-tracking",
+        help="Keep readings whose eye_tracking_data_discarded is True (their ellipses exist; the paper drops them).")
+    ] = False,
     check_images: Annotated[bool, typer.Option("--check-images/--no-check-images")] = True,
     layout: Annotated[str, typer.Option("--layout", help="auto (detect), physionet or mimic-eye.")] = "auto",
 ) -> None:
@@ -63,7 +67,8 @@ def join(
 
     try:
         result = run_join(source_dir, out_dir, keep_negatives=keep_negatives, min_certainty=min_certainty,
-                          check_images=check_images, layout=layout)
+                          check_images=check_images, layout=layout,
+                          keep_discarded_eye_tracking=keep_discarded_eye_tracking)
     except (ValueError, FileNotFoundError) as e:  # JoinError is a ValueError
         _fail(str(e))
     typer.echo(result.summary_table())

@@ -171,6 +171,26 @@ def test_discarded_readings_kept_on_request(joined, tmp_path):
     assert json.loads((tmp_path / "all" / "join_meta.json").read_text())["keep_discarded_eye_tracking"] is True
 
 
+def test_cli_and_join_step_pass_the_discarded_option_through(joined, tmp_path):
+    """``mdfnet join --keep-discarded-eye-tracking`` and the pipeline's join step keep the discarded reading."""
+    from typer.testing import CliRunner
+
+    from mdfnet.cli import app
+    from mdfnet.pipeline.steps import join_step
+
+    result, out = joined
+    src = J.image_root(out)
+    for flag, kept in (("--drop-discarded-eye-tracking", result.n_kept), ("--keep-discarded-eye-tracking",
+                                                                          result.n_kept + 1)):
+        r = CliRunner().invoke(app, ["join", str(src), str(tmp_path / flag), flag])
+        assert r.exit_code == 0, r.output
+        assert len(pd.read_parquet(tmp_path / flag / "instances.parquet")) == kept
+    step = join_step(str(src), tmp_path / "step", keep_discarded_eye_tracking=True)
+    assert step["n_kept"] == result.n_kept + 1 and step["exclusions"].get(J.R_DISCARDED, 0) == 0
+    default = join_step(str(src), tmp_path / "step-default")
+    assert default["exclusions"][J.R_DISCARDED] == 1 and J.R_DISCARDED in default["report_markdown"]
+
+
 @pytest.mark.parametrize("value", ["true", "FALSE", " 1", "0", "1.0"])
 def test_discarded_flag_spellings(tmp_path, value):
     src = build_sources(tmp_path / "s", [R("P1R1", 10000001, 50000001, "d1", 91500.0, discarded=value)],

@@ -59,15 +59,16 @@ def _failing_marks(client: Any, run_id: str):
 
 # ------------------------------------------------------------------------------------------ join / preprocess
 def join_step(source_uri: str, out_dir: str | Path, keep_negatives: bool = True, min_certainty: int = 1,
-              download_dir: str | Path | None = None) -> dict[str, Any]:
+              download_dir: str | Path | None = None, keep_discarded_eye_tracking: bool = False) -> dict[str, Any]:
     """Join the four sources (local or S3, downloaded to ``download_dir`` or a temporary folder) into ``out_dir``;
-    return counts and a Markdown exclusion report."""
+    return counts and a Markdown exclusion report. Options: :func:`mdfnet.data.join.join`'s."""
     from mdfnet.data.join import join
 
     with tempfile.TemporaryDirectory(prefix="mdfnet-source-") as tmp:  # S3 downloads live only during the join
         src = fetch_source(source_uri, download_dir or tmp)
         # copied (hard-linked where possible): the joined Dataset must not depend on the source location
-        res = join(src, out_dir, keep_negatives=keep_negatives, min_certainty=min_certainty, copy_images=True)
+        res = join(src, out_dir, keep_negatives=keep_negatives, min_certainty=min_certainty, copy_images=True,
+                   keep_discarded_eye_tracking=keep_discarded_eye_tracking)
     report = "\n".join([
         f"# Join of `{source_uri}`", "",
         f"{res.n_kept} of {res.n_input} REFLACX readings kept ({res.n_excluded} excluded), {res.n_boxes} boxes.", "",

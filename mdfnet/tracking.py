@@ -313,7 +313,7 @@ class MlflowLogger(MetricLogger):
 
     Params are flattened (``{"model": {"fusion": "sum"}}`` → ``model.fusion``) and stringified; re-logging a
     param with the same value is a no-op, with another value an error naming the key (MLflow params are
-    immutable). Metrics keep their names and step; artefacts may be files or folders. Params and metrics that
+    immutable). Metrics keep their names and step; artefacts may be files or folders. Params, tags and metrics that
     cannot reach the server are kept in order (:class:`~mdfnet.metrics_log.Backlog`) and sent with the next call
     that gets through, or by ``flush()``/``close()`` (retried with backoff, then a :class:`TrackingError`). Once a
     call found the server away, the next ones make one attempt each (:func:`_one_attempt`) until one gets through.
@@ -327,6 +327,7 @@ class MlflowLogger(MetricLogger):
         self._closed = False
         self._metrics = Backlog(f"metrics of MLflow run {run_id} at {self.client.tracking_uri}")
         self._pending_params = Backlog(f"params of MLflow run {run_id} at {self.client.tracking_uri}")
+        self._pending_tags = Backlog(f"tags of MLflow run {run_id} at {self.client.tracking_uri}")
         self._away = False
 
     def _check_open(self) -> None:
@@ -392,17 +393,23 @@ class MlflowLogger(MetricLogger):
         return True
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set tags (kept and sent later, like params, while the server is away)."""
         from mlflow.entities import RunTag
 
         self._check_open()
-        if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        with _one_attempt(self._away):
+            self._away = not self._pending_tags.send([RunTag(k, str(v)) for k, v in tags.items()], self._send_tags)
+
+    def _send_tags(self, tags: list[Any]) -> None:
+        for i in range(0, len(tags), 100):  # MLflow's log_batch limit for tags
+            self.client.log_batch(self.run_id, tags=tags[i:i + 100])
 
     def flush(self) -> None:
         """Send the metrics kept while the server was away (retried with backoff); a :class:`TrackingError`
         names the run and the count if they still cannot be sent."""
         try:
             self._pending_params.drain(self._send_params)
+            self._pending_tags.drain(self._send_tags)
             self._metrics.drain(self._send_metrics)
         except RuntimeError as e:
             raise TrackingError(str(e)) from e

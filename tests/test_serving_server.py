@@ -84,7 +84,10 @@ def served(tiny_joined, tiny_preprocessed, tmp_path_factory):
         registry.register_champion(client, MODEL, model_uri, run_id, 0.1)
         port = free_port()
         # mlflow starts uvicorn by name: the venv's bin must be on PATH (it is in the images)
+        # the server computes with this process's thread count (one_torch_thread): other float sums would rank
+        # the near-equal scores of a 2-step model differently, and the comparisons below are exact to 1e-5
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", DEVICE_ENV: "cpu",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         argv = [binary("mlflow", "mlflow>=3.17,<4"), "models", "serve", "-m", f"models:/{MODEL}@champion",
                 "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

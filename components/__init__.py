@@ -2,7 +2,7 @@
 :mod:`mdfnet.pipeline.steps` function — made into a component by :func:`build_components` for a registry.
 
 Images are ``<registry>/mdfnet-<image>:<mdfnet version>``; which image runs which component, and which base it is
-built from, is ``images/steps.tsv`` (also read by ``images/build.sh``): the one map from step to image. Nothing is
+built from, is ``components/steps.tsv`` (also read by ``images/build.sh``): the one map from step to image. Nothing is
 read from the environment at import time.
 """
 
@@ -22,7 +22,7 @@ from components.train import train
 from mdfnet import __version__
 
 DEFAULT_REGISTRY = "ghcr.io/mdfnet"
-STEPS_FILE = Path(__file__).resolve().parents[1] / "images" / "steps.tsv"
+STEPS_FILE = Path(__file__).resolve().parent / "steps.tsv"  # package data: shipped in the wheel
 NO_COMPONENT = "-"
 SERVING_IMAGE = "serve"
 """``mdfnet-serve``: the torch image that runs ``mlflow models serve`` for the champion (the Helm chart's)."""
@@ -33,7 +33,7 @@ FUNCTIONS: dict[str, Callable] = {f.__name__: f for f in (join, preprocess, expa
 
 @dataclass(frozen=True)
 class StepImage:
-    """One row of ``images/steps.tsv``: image name, base image (``base`` or ``base-torch``), the component it runs
+    """One row of ``components/steps.tsv``: image name, base image (``base`` or ``base-torch``), the component it runs
     and the modules its build must import."""
 
     image: str
@@ -43,7 +43,7 @@ class StepImage:
 
 
 def image_rows(path: Path = STEPS_FILE) -> list[StepImage]:
-    """Every row of ``images/steps.tsv`` (component ``-``: an image no pipeline task runs, the serving image);
+    """Every row of ``components/steps.tsv`` (component ``-``: an image no pipeline task runs, the serving image);
     errors name the file and line."""
     rows: list[StepImage] = []
     for n, line in enumerate(path.read_text().splitlines(), 1):

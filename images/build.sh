@@ -2,7 +2,7 @@
 # Build the mdfnet base images and one image per pipeline step (version = mdfnet.__version__):
 #   <registry>/mdfnet-base:<version>        images/base/Dockerfile --target base (no torch)
 #   <registry>/mdfnet-base-torch:<version>  images/base/Dockerfile --target base-torch (only if a torch step is built)
-#   <registry>/mdfnet-<step>:<version>      images/step/Dockerfile FROM one of the two, as images/steps.tsv says
+#   <registry>/mdfnet-<step>:<version>      images/step/Dockerfile FROM one of the two, as components/steps.tsv says
 #
 # usage: images/build.sh [--registry R] [--base IMAGE] [--push] [--dry-run] [STEP ...]
 #   --registry R   image registry/prefix (default: $MDFNET_IMAGE_REGISTRY or ghcr.io/mdfnet, as components/)
@@ -17,7 +17,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
-# images/steps.tsv: image, base (base | base-torch), component, modules to import (the one map, also read by components/)
+# components/steps.tsv: image, base (base | base-torch), component, modules to import (the one map, also read by
+# components/__init__.py)
 STEPS=()
 declare -A FROM_BASE=() IMPORTS=()
 while read -r image from _component modules; do
@@ -25,7 +26,7 @@ while read -r image from _component modules; do
   STEPS+=("$image")
   FROM_BASE[$image]=$from
   IMPORTS[$image]=$modules
-done <"$here/steps.tsv"
+done <"$root/components/steps.tsv"
 
 registry=${MDFNET_IMAGE_REGISTRY:-ghcr.io/mdfnet}
 base=${BASE:-python:3.11-slim}

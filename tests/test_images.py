@@ -1,6 +1,6 @@
 """Container images (``images/``): static checks, no Docker engine needed.
 
-- ``images/steps.tsv`` is the one map of step images: every component of ``components/`` has exactly one row, and
+- ``components/steps.tsv`` is the one map of step images: every component of ``components/`` has exactly one row, and
   one parametrised ``images/step/Dockerfile`` builds them all (no per-step Dockerfiles);
 - the base Dockerfile's targets: ``base`` without torch, ``base-torch`` with it, dependency layers first;
 - every Dockerfile takes its base from a build ARG (``ARG BASE`` before ``FROM ${BASE}``), never a ``latest``
@@ -107,6 +107,13 @@ def test_one_map_of_step_images_and_one_step_dockerfile():
         bad.unlink()
 
 
+def test_steps_file_is_package_data_of_components():
+    """``components`` reads the map when it builds components: it must ship in the wheel, not only sit in a
+    checkout (``[tool.setuptools.package-data]``)."""
+    assert components.STEPS_FILE.parent == Path(components.__file__).resolve().parent
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert components.STEPS_FILE.name in package_data["components"]
+
 @pytest.mark.parametrize("name", ALL)
 def test_base_comes_from_a_build_arg(name):
     ins = instructions(dockerfile(name))
@@ -180,7 +187,8 @@ def step_bases() -> dict[str, str]:
 def test_build_version_is_read_from_the_package(tmp_path):
     (tmp_path / "images").mkdir()
     shutil.copy2(BUILD, tmp_path / "images" / "build.sh")
-    shutil.copy2(IMAGES / "steps.tsv", tmp_path / "images" / "steps.tsv")
+    (tmp_path / "components").mkdir()
+    shutil.copy2(components.STEPS_FILE, tmp_path / "components" / "steps.tsv")
     for f in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / f, tmp_path / f)
     (tmp_path / "images" / "requirements").mkdir()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the mdfnet base images and one image per pipeline step (version = mdfnet.__version__):
+# Build the mdfnet base images and one image per row of components/steps.tsv, i.e. per pipeline step + serve
+# (version = mdfnet.__version__):
 #   <registry>/mdfnet-base:<version>        images/base/Dockerfile --target base (no torch)
 #   <registry>/mdfnet-base-torch:<version>  images/base/Dockerfile --target base-torch (only if a torch step is built)
 #   <registry>/mdfnet-<step>:<version>      images/step/Dockerfile FROM one of the two, as components/steps.tsv says
@@ -39,7 +40,7 @@ while (($#)); do
     --base) base=${2:?--base needs a value}; shift 2 ;;
     --push) push=1; shift ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     *) only+=("$1"); shift ;;
   esac

@@ -7,7 +7,7 @@
   tag, and ends as the non-root user uid 1000, which the base image creates;
 - ``images/build.sh`` tags exactly ``components.all_images(registry)`` (the version read from
   ``mdfnet/__init__.py``, not hard-coded: a copy with another version tags that version), each step FROM the
-  base image of the same version (``mdfnet-base`` or, for train and evaluate, ``mdfnet-base-torch``) with the
+  base image of the same version (``mdfnet-base`` or, for train, evaluate and serve, ``mdfnet-base-torch``) with the
   step's import check;
 - the image requirement files use the same specifiers as ``pyproject.toml`` and cover every runtime dependency;
 - the torch-free images' build-time import checks pass in a Python where torch cannot be imported;

@@ -1,4 +1,5 @@
-# MDF-Net: the two commands are `make demo` and `make test` (`make e2e`: the pipeline in the built images).
+# MDF-Net: the two commands are `make demo` and `make test`. The other targets: setup (the venv, .[dev]), lint (ruff;
+# CI runs it), e2e (the pipeline in the built images), chart-check (the Helm chart), bench (benchmarks), clean.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from stand_in_model import log_stand_in_model
 
+from mdfnet.cells import CellStats, RunResult, cell_stats
 from mdfnet.data import schema
 from mdfnet.evaluation import bootstrap
-from mdfnet.report.tables import CellStats, RunResult, cell_stats, overlaps, pct, section, verdict
+from mdfnet.report.tables import PAPER_DEFAULTS, overlaps, pct, section, verdict
 
 N_IMAGES = 20
 CELLS = {  # cell → (labels, {seed: test AP}); val AP = test AP + 0.05; detections: "all" or "half" of the boxes
@@ -180,3 +181,23 @@ def test_verdicts_never_call_overlapping_intervals_different():
     assert overlaps((0.1, 0.2), (math.nan, 0.3)) and not overlaps((0.1, 0.2), (0.3, 0.4))
     assert pct(0.5, None, 1) == "50.00 (1 seed)" and pct(0.5, 0.1, 3) == "50.00 ± 10.00" and pct(math.nan, None, 0) == "n/a"
     assert isinstance(a, CellStats) and a.seeds == [0]
+
+
+def test_ranking_and_best_run_are_one_rule():
+    """Cells by mean validation AP (ties: name; no finite AP: last); the best run is the best seed of the best
+    cell (ties: the lower seed). The compare step and the report both rank with these."""
+    from mdfnet.cells import best_run
+
+    runs = [_run("b", 1, 0.5), _run("b", 0, 0.5), _run("a", 0, 0.5), _run("n", 0, math.nan), _run("c", 0, 0.7),
+            _run("c", 1, 0.1)]
+    cells = cell_stats(runs)
+    assert [c.cell for c in cells] == ["a", "b", "c", "n"] and cells[-1].score == -math.inf
+    assert [r.seed for r in cells[1].runs] == [0, 1] and best_run(cells[1:]).seed == 0
+    assert cells[2].mean["val/ap"] == pytest.approx(0.4) and cells[2].sd["val/ap"] == pytest.approx(0.4243, abs=1e-4)
+
+
+def test_paper_defaults_are_the_config_defaults():
+    from mdfnet.model.config import ModelConfig
+
+    assert PAPER_DEFAULTS == {"variant": "mdf", "fusion": "sum", "backbone": "mobilenet_v3_small", "feature_set": "all"}
+    assert PAPER_DEFAULTS["backbone"] == ModelConfig().backbone

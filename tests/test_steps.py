@@ -308,6 +308,9 @@ def test_compare_ranks_cells_by_mean_val_ap_over_seeds():
     assert "<td>b</td>" in res["html"]
     tie = steps.compare([_summary("z", 0, 0.3), _summary("y", 0, 0.3)])
     assert tie["best"]["cell"] == "y"
+    same = steps.compare([_summary("s", 1, 0.4, model_uri="u1"), _summary("s", 0, 0.4, model_uri="u0")])
+    assert same["best"]["model_uri"] == "u0"  # the summary itself, every key kept: the lower seed wins a tie
+    assert res["html"].startswith("<html><body><h2>Comparison by final/val/ap</h2>")  # no pipeline run: the table
     with pytest.raises(steps.StepError, match="at least one"):
         steps.compare([])
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mdfnet.pipeline.sources import StepError, s3_client
+from mdfnet.pipeline.errors import StepError
+from mdfnet.pipeline.sources import s3_client
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mdfnet.cells import feature_set_name
 from mdfnet.config import from_dict, to_dict
-from mdfnet.data import schema
-from mdfnet.pipeline.sources import StepError
+from mdfnet.pipeline.errors import StepError
 from mdfnet.training.config import TrainConfig, config_from_sources
 
 log = logging.getLogger(__name__)
 
-LABEL_KEYS = ("variant", "fusion", "backbone", "feature_set")
-"""Short params every cell run carries (same names in every run, so the MLflow UI can group by them)."""
 DEVICE_KEY = "train.device"
 """The key a grid's cells may not set (:func:`plan_grid` applies the pipeline's device)."""
 
@@ -92,18 +90,9 @@ def grid_cells(grids: Mapping[str, Mapping[str, Any]], name: str, _seen: tuple[s
     return out
 
 
-def feature_set_name(features: Sequence[str], shuffled: bool = False) -> str:
-    """``all`` / ``none`` / ``age+gender``…; ``-shuffled`` appended for the shuffled-clinical control."""
-    if list(features) == list(schema.ALL_FEATURES):
-        name = "all"
-    else:
-        name = "+".join(features) if features else "none"
-    return f"{name}-shuffled" if shuffled and features else name
-
-
 @dataclass(frozen=True)
 class PlannedCell:
-    """One cell of a grid: its name, resolved config (seed not yet set) and labels (:data:`LABEL_KEYS`)."""
+    """One cell of a grid: its name, resolved config (seed not yet set) and labels (:data:`~mdfnet.cells.LABEL_KEYS`)."""
 
     name: str
     config: TrainConfig

@@ -7,12 +7,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mdfnet.pipeline.errors import StepError
+
 log = logging.getLogger(__name__)
-
-
-class StepError(RuntimeError):
-    """A step got inputs it cannot use; the message names the value and what was expected."""
-
 
 S3_MAX_ATTEMPTS_ENV = "MDFNET_S3_MAX_ATTEMPTS"
 

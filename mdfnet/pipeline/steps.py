@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from mdfnet import registry, system_metrics, tracking
+from mdfnet.cells import LABEL_KEYS, RunResult, best_run, cell_stats, selection_score
 from mdfnet.pipeline.durable import durable_checkpoints, resume_point
-from mdfnet.pipeline.grids import LABEL_KEYS, GridItem, plan_grid
-from mdfnet.pipeline.ranking import TABLE_METRICS, format_pct, rank_cells, selection_score
-from mdfnet.pipeline.reports import html_table, markdown_table, plots_html
-from mdfnet.pipeline.sources import StepError, fetch_source
+from mdfnet.pipeline.errors import StepError
+from mdfnet.pipeline.grids import GridItem, plan_grid
+from mdfnet.pipeline.sources import fetch_source
+from mdfnet.report.comparison import comparison_markdown, comparison_page, ranking_rows
+from mdfnet.report.render import markdown_table, plots_html
 
 log = logging.getLogger(__name__)
 
@@ -229,30 +231,27 @@ def _attribution(model: Any, cfg: Any, data_dir: str | Path, out_dir: Path, batc
 
 # ------------------------------------------------------------------------------------------ compare / register
 def compare(results: Sequence[Mapping[str, Any]], client: Any = None) -> dict[str, Any]:
-    """Rank cells by mean validation AP over seeds (:func:`~mdfnet.pipeline.ranking.rank_cells`); returns
-    ``best`` (the best seed of the best cell), ``ranking`` (cell rows), ``markdown`` and ``html``. The table is
-    also logged to the pipeline run (``comparison.md``, and as its description, which the MLflow UI shows on the
-    run's page) with tag ``mdfnet.best_cell``."""
+    """Rank cells by mean validation AP over seeds (:func:`mdfnet.cells.cell_stats`); returns ``best`` (the
+    summary of the best seed of the best cell), ``ranking`` (cell rows), ``markdown`` (the comparison table) and
+    ``html``: the pipeline run's report (:func:`_pipeline_report`), or the comparison table's page when there is
+    no pipeline run or its report failed. The table is also logged to the pipeline run (``comparison.md``, and as
+    its description, which the MLflow UI shows on the run's page) with tag ``mdfnet.best_cell``."""
     if not results:
         raise StepError("compare needs at least one evaluated run, got none")
-    rows, best = rank_cells(results)
-    headers = ["rank", "cell", *LABEL_KEYS, "seeds", *(f"{m} %" for m in TABLE_METRICS)]
-    cells = [[r.rank, r.cell, *(r.labels.get(k, "") for k in LABEL_KEYS), len(r.seeds), *r.stats.values()]
-             for r in rows]
-    metric = tracking.SELECTION_METRIC
-    md = "\n".join([f"# Comparison ({len(results)} runs, {len(rows)} cells; ranked by {metric})", "",
-                    markdown_table(headers, cells), "",
-                    f"Best: **{rows[0].cell}** (run `{best['run_name']}`, {metric} = "
-                    f"{format_pct([selection_score(best)])} %)"])
-    page = html_table(f"Comparison by {metric}", headers, cells,
-                      f"best: <b>{rows[0].cell}</b> ({best['run_name']})")
+    runs = [RunResult.from_summary(r) for r in results]
+    cells = cell_stats(runs)
+    top = best_run(cells)
+    best = dict(next(summary for run, summary in zip(runs, results, strict=True) if run is top))
+    md = comparison_markdown(cells, top)
+    page = None
     if best.get("parent_run_id"):
         client = client or tracking.configure()
         tracking.MlflowLogger(best["parent_run_id"], client).set_tags(  # the note is the run's description
-            {"mdfnet.best_cell": rows[0].cell, "mdfnet.best_run": best["run_name"], "mlflow.note.content": md})
+            {"mdfnet.best_cell": cells[0].cell, "mdfnet.best_run": top.run_name, "mlflow.note.content": md})
         client.log_text(best["parent_run_id"], md, "comparison.md")
-        page = _pipeline_report(client, best) or page
-    return {"best": best, "ranking": [r.to_dict() for r in rows], "markdown": md, "html": page}
+        page = _pipeline_report(client, best)
+    return {"best": best, "ranking": ranking_rows(cells), "markdown": md,
+            "html": page if page is not None else comparison_page(cells, top)}
 
 
 def _pipeline_report(client: Any, best: Mapping[str, Any]) -> str | None:
@@ -282,7 +281,7 @@ def register(best: Mapping[str, Any], model_name: str, client: Any = None) -> di
     if not best.get("model_uri") or not best.get("run_id"):
         raise StepError(f"register needs a run summary with model_uri and run_id, got keys {sorted(best)}")
     client = client or tracking.configure()
-    score = selection_score(best)
+    score = selection_score(best.get("metrics") or {})
     decision = registry.register_champion(client, model_name, str(best["model_uri"]), str(best["run_id"]),
                                           score if math.isfinite(score) else math.nan)
     out = {**decision.to_dict(), "champion_version": registry.champion_version(client, model_name)}

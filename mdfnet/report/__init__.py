@@ -1,14 +1,29 @@
 """``mdfnet report``: the paper's tables and figures regenerated from tracked runs, with seeds and intervals.
 
-- :mod:`~mdfnet.report.tables` (pure): runs → cells (mean ± sd over seeds, bootstrap intervals), sections,
-  verdicts that never call overlapping intervals different;
+- :mod:`mdfnet.cells` (below this package; pure): runs → ranked cells (mean ± sd over seeds, bootstrap
+  intervals); the compare step ranks there too;
+- :mod:`~mdfnet.report.tables` (pure): sections, verdicts that never call overlapping intervals different, rows;
+- :mod:`~mdfnet.report.comparison` (pure): the compare step's table (Markdown, HTML page, ranking rows);
+- :mod:`~mdfnet.report.render`: Markdown tables and self-contained HTML pages (the pipeline steps' too);
 - :mod:`~mdfnet.report.collect`: an MLflow experiment's cell runs, histories and artefacts;
 - :mod:`~mdfnet.report.figures`: sweep, generalisation, correlation and attribution PNGs;
 - :mod:`~mdfnet.report.paper`: the published numbers shown beside ours;
 - :mod:`~mdfnet.report.build`: ``build_report`` → ``report.md`` + PNGs and a self-contained ``report.html``.
+
+``build_report`` (pandas, matplotlib) is imported when first used, so the pure modules stay cheap to import.
 """
 
-from mdfnet.report.build import Report, build_report
-from mdfnet.report.collect import ReportError
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY = {"Report": "build", "build_report": "build", "ReportError": "collect"}
 
 __all__ = ["Report", "ReportError", "build_report"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"mdfnet.report.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'mdfnet.report' has no attribute {name!r}")

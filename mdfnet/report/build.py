@@ -13,13 +13,14 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from mdfnet.cells import CellStats, best_run, cell_stats
 from mdfnet.data import schema
 from mdfnet.evaluation.evaluator import metric_key
 from mdfnet.report import figures
 from mdfnet.report.collect import ReportError, download, download_json, find_runs, history, run_result, scoring
 from mdfnet.report.paper import PAPER, PAPER_VARIANT_CLASSES
 from mdfnet.report.render import Block, to_html, to_markdown
-from mdfnet.report.tables import SECTIONS, CellStats, cell_stats, section, section_rows
+from mdfnet.report.tables import SECTIONS, section, section_rows
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _champion(client: Any, cells: list[CellStats], model_name: str | None) -> tu
                 return mv.run_id, f"`{model_name}@champion` (v{mv.version})"
         except Exception as e:  # noqa: BLE001 - no registry entry: fall back to the best run
             log.debug("no champion of %s: %s", model_name, e)
-    best = max(cells[0].runs, key=lambda r: r.metrics.get("final/val/ap", -1))
+    best = best_run(cells)
     return best.run_id, f"the best run by validation AP (`{best.run_name}`)"
 
 

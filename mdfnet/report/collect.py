@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mdfnet import tracking
-from mdfnet.pipeline.grids import LABEL_KEYS
-from mdfnet.report.tables import KEYS, RunResult
+from mdfnet.cells import KEYS, LABEL_KEYS, RunResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,7 +100,7 @@ def intervals(client: Any, run: Any, n_boot: int, seed: int = 0) -> dict[str, tu
 
 
 def run_result(client: Any, run: Any, n_boot: int) -> RunResult:
-    """One MLflow cell run → :class:`~mdfnet.report.tables.RunResult` (intervals computed here)."""
+    """One MLflow cell run → :class:`~mdfnet.cells.RunResult` (intervals computed here)."""
     p = run.data.params
     metrics = {k: float(v) for k, v in run.data.metrics.items() if math.isfinite(float(v))}
     return RunResult(run.info.run_id, run.info.run_name, p.get("cell", run.info.run_name),

@@ -1,9 +1,8 @@
-"""Report tables (pure): evaluated runs → per-cell statistics over seeds, the paper's sections, honest verdicts.
+"""Report tables (pure): ranked cells (:mod:`mdfnet.cells`) → the paper's sections, honest verdicts, table rows.
 
-A **cell** is one configuration of a grid; its runs differ only in the seed. Per cell: mean ± sd over seeds of
-AP/AR (IoBB 0.5) on test and val, and a 95 % interval over images: each run's percentile bootstrap interval
-(images resampled with replacement), averaged over the cell's seeds. A cell with one seed says so (no sd).
-Two cells whose test-AP intervals overlap are reported as *not different*; only disjoint intervals are.
+Per cell the report shows the mean ± sd over seeds of AP/AR (IoBB 0.5) on test and val, and a 95 % interval over
+images (each run's percentile bootstrap interval, averaged over the cell's seeds). A cell with one seed says so (no
+sd). Two cells whose test-AP intervals overlap are reported as *not different*; only disjoint intervals are.
 
 A **section** (variants, fusion methods, backbones, clinical feature sets) holds the cells that differ from the
 grid's most common configuration (ties: the paper's) only in that section's label (``fusion = none`` matches any
@@ -13,72 +12,20 @@ fusion: variants without 3D fusion have none).
 from __future__ import annotations
 
 import math
-import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
-from mdfnet.pipeline.grids import LABEL_KEYS
+from mdfnet.cells import LABEL_KEYS, CellStats, feature_set_name
+from mdfnet.model.config import ModelConfig
+from mdfnet.training.config import DataConfig
 
-KEYS: tuple[str, ...] = ("test/ap", "test/ar", "val/ap", "val/ar", "test/lookalike_bacc")
-"""The statistics of a cell: ``final/<key>`` of its runs (intervals for the first four)."""
-PAPER_DEFAULTS: dict[str, str] = {"variant": "mdf", "fusion": "sum", "backbone": "mobilenet_v3_small",
-                                  "feature_set": "all"}
-"""The paper's configuration: breaks ties when two label values are equally common."""
+_PAPER_MODEL, _PAPER_DATA = ModelConfig(), DataConfig()  # the defaults are the paper's configuration
+PAPER_DEFAULTS: dict[str, str] = {"variant": _PAPER_MODEL.variant, "fusion": _PAPER_MODEL.fusion,
+                                  "backbone": _PAPER_MODEL.backbone,
+                                  "feature_set": feature_set_name(_PAPER_DATA.features)}
+"""The paper's configuration (the config defaults' labels): breaks ties when two label values are equally common."""
 SECTIONS: dict[str, str] = {"variant": "Variants", "fusion": "Fusion methods (3D fusion)", "backbone": "Backbones",
                             "feature_set": "Clinical feature sets"}
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One evaluated run: its cell, seed, labels, final metrics and 95 % bootstrap intervals (``KEYS`` → (lo, hi))."""
-
-    run_id: str
-    run_name: str
-    cell: str
-    seed: int
-    labels: dict[str, str]
-    metrics: dict[str, float]
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, eq=False)  # compared by identity (one object per cell)
-class CellStats:
-    """A cell over its seeds: ``mean``/``sd`` (None with one seed) and the mean interval, per :data:`KEYS`."""
-
-    cell: str
-    labels: dict[str, str]
-    runs: list[RunResult]
-    mean: dict[str, float]
-    sd: dict[str, float | None]
-    interval: dict[str, tuple[float, float]]
-
-    @property
-    def seeds(self) -> list[int]:
-        return sorted(r.seed for r in self.runs)
-
-
-def _finite(values: Sequence[float]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
-
-
-def cell_stats(runs: Sequence[RunResult]) -> list[CellStats]:
-    """Runs grouped by cell, ordered by mean validation AP (best first; ties by name)."""
-    by_cell: dict[str, list[RunResult]] = {}
-    for r in runs:
-        by_cell.setdefault(r.cell, []).append(r)
-    out = []
-    for cell, rs in by_cell.items():
-        mean, sd, interval = {}, {}, {}
-        for k in KEYS:
-            vals = _finite([r.metrics.get(f"final/{k}", math.nan) for r in rs])
-            mean[k] = statistics.fmean(vals) if vals else math.nan
-            sd[k] = statistics.stdev(vals) if len(vals) > 1 else None
-            lows = _finite([r.intervals[k][0] for r in rs if k in r.intervals])
-            highs = _finite([r.intervals[k][1] for r in rs if k in r.intervals])
-            interval[k] = (statistics.fmean(lows), statistics.fmean(highs)) if lows and highs else (math.nan, math.nan)
-        out.append(CellStats(cell, dict(rs[0].labels), sorted(rs, key=lambda r: r.seed), mean, sd, interval))
-    return sorted(out, key=lambda c: (-(c.mean["val/ap"] if math.isfinite(c.mean["val/ap"]) else -1), c.cell))
 
 
 def section(cells: Sequence[CellStats], key: str) -> list[CellStats]:
@@ -110,16 +57,17 @@ def verdict(cell: CellStats, reference: CellStats, key: str = "test/ap") -> str:
     return "higher" if cell.interval[key][0] > reference.interval[key][1] else "lower"
 
 
-def pct(mean: float, sd: float | None, n: int) -> str:
-    """``mean ± sd`` in %, or ``mean (1 seed)``; ``n/a`` for NaN."""
+def pct(mean: float, sd: float | None, n: int | None = None) -> str:
+    """``mean ± sd`` in %; without sd, ``mean``, then ``(n seeds)`` when ``n`` is given; ``n/a`` for NaN."""
     if not math.isfinite(mean):
         return "n/a"
     if sd is None:
-        return f"{100 * mean:.2f} ({n} seed{'s' if n != 1 else ''})"
+        return f"{100 * mean:.2f}" if n is None else f"{100 * mean:.2f} ({n} seed{'s' if n != 1 else ''})"
     return f"{100 * mean:.2f} ± {100 * sd:.2f}"
 
 
 def interval_text(iv: tuple[float, float]) -> str:
+    """``[lo, hi]`` in % (one decimal), ``n/a`` when a bound is unknown."""
     return "n/a" if not all(math.isfinite(v) for v in iv) else f"[{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]"
 
 

@@ -9,10 +9,10 @@ def compare(
     page: Output[HTML],
 ) -> dict:
     """Rank cells by mean validation AP over seeds, write the report (page); return the best run's summary
-    (mdfnet.pipeline.steps.compare)."""
+    (mdfnet.pipeline.steps.compare_step)."""
     from mdfnet.pipeline import reports, steps
 
-    res = steps.compare(results)
+    res = steps.compare_step(results)
     reports.write_text(table.path, res["markdown"])
     reports.write_text(page.path, res["html"])
     return res["best"]

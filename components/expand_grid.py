@@ -36,5 +36,5 @@ def expand_grid(
     """
     from mdfnet.pipeline import steps
 
-    return steps.expand_grid(grids, grid, [int(s) for s in seeds], [str(o) for o in overrides], data.path,
+    return steps.expand_grid_step(grids, grid, [int(s) for s in seeds], [str(o) for o in overrides], data.path,
                              experiment, run_name, kfp_run_id=run_id, image_tags=images, train_device=train_device)

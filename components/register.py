@@ -8,10 +8,10 @@ def register(
     model_name: str,
     decision: Output[Markdown],
 ) -> dict:
-    """Register and maybe promote (mdfnet.pipeline.steps.register); the reason is written for the KFP UI."""
+    """Register and maybe promote (mdfnet.pipeline.steps.register_step); the reason is written for the KFP UI."""
     from mdfnet.pipeline import reports, steps
 
-    res = steps.register(best, model_name)
+    res = steps.register_step(best, model_name)
     reports.write_text(decision.path, f"# {model_name} v{res['version']}\n\n{res['reason']}\n\n"
                                       f"champion: v{res['champion_version']}\n")
     return res

@@ -5,7 +5,7 @@ A **cell** is one configuration of a grid; its runs differ only in the seed. Per
 mean and sd over seeds of the finite ``final/<key>`` metrics (sd None with fewer than two), and the mean of the
 runs' 95 % bootstrap intervals. Cells are ranked by mean validation AP (:data:`~mdfnet.tracking.SELECTION_METRIC`;
 ties: cell name; a cell without a finite one ranks last); the best run is the best seed of the best cell (ties:
-the lower seed). The compare step (:func:`mdfnet.pipeline.steps.compare`) and the report
+the lower seed). The compare step (:func:`mdfnet.pipeline.steps.compare_step`) and the report
 (:func:`mdfnet.report.build_report`) both rank here; they only render differently.
 """
 

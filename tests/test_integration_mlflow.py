@@ -227,7 +227,7 @@ def test_model_store_away_at_the_end_fails_the_step_named_and_a_rerun_completes(
     grids = {"one": {"name": "one", "base": [*TINY, "train.epochs=2", "eval.train_ap_images=0",
                                             "eval.attribution_repeats=0"],
                      "cells": [{"name": "mdf", "set": ["model.variant=mdf"]}]}}
-    item = steps.expand_grid(grids, "one", [0], [], tiny_preprocessed, "mdfnet-it-outage", "it-outage",
+    item = steps.expand_grid_step(grids, "one", [0], [], tiny_preprocessed, "mdfnet-it-outage", "it-outage",
                              kfp_run_id="it-outage", client=client)[0]
     flush = tracking.MlflowLogger.flush
 

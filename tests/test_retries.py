@@ -40,7 +40,7 @@ def client(tmp_path_factory):
 
 
 def _item(client, data, kfp_run_id: str, grids: dict = GRID) -> dict:
-    return steps.expand_grid(grids, "one", [0], [], data, "retries", f"run-{kfp_run_id}", kfp_run_id=kfp_run_id,
+    return steps.expand_grid_step(grids, "one", [0], [], data, "retries", f"run-{kfp_run_id}", kfp_run_id=kfp_run_id,
                              client=client)[0]
 
 
@@ -100,8 +100,8 @@ def test_retried_grid_evaluate_and_register_add_nothing(client, tiny_preprocesse
         assert len(client.get_metric_history(summary["run_id"], key)) == 1, key  # attribution on: mdf + repeats 1
     assert "evaluation/attribution.json" in {a.path for a in client.list_artifacts(summary["run_id"], "evaluation")}
 
-    one = steps.register(summary, "retried-model", client=client)
-    two = steps.register(summary, "retried-model", client=client)
+    one = steps.register_step(summary, "retried-model", client=client)
+    two = steps.register_step(summary, "retried-model", client=client)
     assert one["version"] == two["version"] == "1" and two["champion_version"] == "1"
     assert len(client.search_model_versions("name = 'retried-model'")) == 1
 

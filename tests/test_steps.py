@@ -141,7 +141,7 @@ def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
         {"name": "base", "feature_set": "none", "set": ["model.variant=baseline", "data.features=[]"]},
         # a baseline has no 3D fusion: asking for one gives the same resolved config, dropped too
         {"name": "base-concat", "set": ["model.variant=baseline", "data.features=[]", "model.fusion=concat_conv"]}]}}
-    items = steps.expand_grid(grids, "g", [3, 1], ["train.lr=0.5"], tiny_preprocessed, "exp-grid", "run-a",
+    items = steps.expand_grid_step(grids, "g", [3, 1], ["train.lr=0.5"], tiny_preprocessed, "exp-grid", "run-a",
                               train_device="cuda")
     assert [(i["cell"], i["seed"], i["run_name"]) for i in items] == [
         ("mdf", 3, "mdf-s3"), ("mdf", 1, "mdf-s1"), ("base", 3, "base-s3"), ("base", 1, "base-s1")]
@@ -163,11 +163,11 @@ def test_expand_grid_items_dedup_and_validation(tiny_preprocessed, client):
     assert parent.data.params["runs"] == "4" and parent.data.params["seeds"] == "3,1"
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "reports")} >= {"reports/cleaning.csv"}
     with pytest.raises(steps.StepError, match="distinct"):
-        steps.expand_grid(grids, "g", [1, 1], [], tiny_preprocessed, "exp-grid", "run-b")
+        steps.expand_grid_step(grids, "g", [1, 1], [], tiny_preprocessed, "exp-grid", "run-b")
     from mdfnet.config import ConfigError
 
     with pytest.raises(ConfigError, match="model.fusion"):
-        steps.expand_grid(grids, "g", [0], ["model.fusion=nope"], tiny_preprocessed, "exp-grid", "run-c")
+        steps.expand_grid_step(grids, "g", [0], ["model.fusion=nope"], tiny_preprocessed, "exp-grid", "run-c")
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -196,12 +196,12 @@ def test_fetch_source_local_s3_and_errors(tmp_path, fake_aws):
 
 # ------------------------------------------------------------------------------------------ tracking modes
 def _run_cell(data, tmp: Path, experiment: str) -> dict:
-    items = steps.expand_grid(ONE_CELL, "one", [0], [], data, experiment, "pipe")
+    items = steps.expand_grid_step(ONE_CELL, "one", [0], [], data, experiment, "pipe")
     assert len(items) == 1
     steps.train_step(items[0], data, tmp / "model", max_steps=2)
     res = steps.evaluate_step(tmp / "model", data, tmp / "eval", batch_size=4)
-    best = steps.compare([res])["best"]
-    decision = steps.register(best, f"model-{experiment}")
+    best = steps.compare_step([res])["best"]
+    decision = steps.register_step(best, f"model-{experiment}")
     return {"item": items[0], "result": res, "decision": decision}
 
 
@@ -216,7 +216,7 @@ def test_train_step_records_system_metrics_and_the_device(tiny_preprocessed, tmp
     """MLflow's system-metrics monitor samples CPU and memory while the cell trains (GPU too where NVML finds one);
     the resolved device and AMP dtype are run tags."""
     grid = {"one": {**ONE_CELL["one"], "base": [*TINY, "train.system_metrics_s=0.2", "train.epochs=3"]}}
-    items = steps.expand_grid(grid, "one", [0], [], tiny_preprocessed, "exp-system-metrics", "pipe")
+    items = steps.expand_grid_step(grid, "one", [0], [], tiny_preprocessed, "exp-system-metrics", "pipe")
     info = steps.train_step(items[0], tiny_preprocessed, tmp_path / "model")
     run = client.get_run(info["run_id"])
     system = {k for k in run.data.metrics if k.startswith("system/")}
@@ -244,7 +244,7 @@ def test_both_tracking_modes_give_the_same_runs(tiny_preprocessed, tmp_path, cli
                  for t in ("expand-grid", "train-iter-0", "evaluate-iter-0", "compare", "register")}
     monkeypatch.setenv(tracking.ENV_EXPERIMENT_ID, exp_id)
     monkeypatch.setenv(tracking.ENV_RUN_ID, task_runs["expand-grid"])
-    items = steps.expand_grid(ONE_CELL, "one", [0], [], tiny_preprocessed, "ignored-in-plugin-mode", "pipe")
+    items = steps.expand_grid_step(ONE_CELL, "one", [0], [], tiny_preprocessed, "ignored-in-plugin-mode", "pipe")
     assert items[0]["parent_run_id"] == pipe and items[0]["experiment_id"] == exp_id
     monkeypatch.setenv(tracking.ENV_RUN_ID, task_runs["train-iter-0"])
     info = steps.train_step(items[0], tiny_preprocessed, tmp_path / "plugin" / "model", max_steps=2)
@@ -252,7 +252,7 @@ def test_both_tracking_modes_give_the_same_runs(tiny_preprocessed, tmp_path, cli
     monkeypatch.setenv(tracking.ENV_RUN_ID, task_runs["evaluate-iter-0"])
     res = steps.evaluate_step(tmp_path / "plugin" / "model", tiny_preprocessed, tmp_path / "plugin" / "eval")
     monkeypatch.setenv(tracking.ENV_RUN_ID, task_runs["register"])
-    steps.register(steps.compare([res])["best"], "model-exp-plugin")
+    steps.register_step(steps.compare_step([res])["best"], "model-exp-plugin")
     monkeypatch.delenv(tracking.ENV_RUN_ID)
 
     assert len(client.search_runs([exp_id])) == 6  # nothing created
@@ -298,7 +298,7 @@ def _summary(cell: str, seed: int, val_ap: float, **kw) -> dict:
 
 
 def test_compare_ranks_cells_by_mean_val_ap_over_seeds():
-    res = steps.compare([_summary("a", 0, 0.9), _summary("a", 1, 0.1), _summary("b", 0, 0.6), _summary("b", 1, 0.5),
+    res = steps.compare_step([_summary("a", 0, 0.9), _summary("a", 1, 0.1), _summary("b", 0, 0.6), _summary("b", 1, 0.5),
                          _summary("c", 0, math.nan), _summary("d", 0, 0.52)])
     assert [r["cell"] for r in res["ranking"]] == ["b", "d", "a", "c"]  # a: mean 0.5; c: no finite AP → last
     assert res["best"]["run_name"] == "b-s0"
@@ -306,13 +306,13 @@ def test_compare_ranks_cells_by_mean_val_ap_over_seeds():
     assert "| 1 | b | b |" in res["markdown"] and "55.00 ± 7.07" in res["markdown"]
     assert "final/test/lookalike_bacc %" in res["markdown"]
     assert "<td>b</td>" in res["html"]
-    tie = steps.compare([_summary("z", 0, 0.3), _summary("y", 0, 0.3)])
+    tie = steps.compare_step([_summary("z", 0, 0.3), _summary("y", 0, 0.3)])
     assert tie["best"]["cell"] == "y"
-    same = steps.compare([_summary("s", 1, 0.4, model_uri="u1"), _summary("s", 0, 0.4, model_uri="u0")])
+    same = steps.compare_step([_summary("s", 1, 0.4, model_uri="u1"), _summary("s", 0, 0.4, model_uri="u0")])
     assert same["best"]["model_uri"] == "u0"  # the summary itself, every key kept: the lower seed wins a tie
     assert res["html"].startswith("<html><body><h2>Comparison by final/val/ap</h2>")  # no pipeline run: the table
     with pytest.raises(steps.StepError, match="at least one"):
-        steps.compare([])
+        steps.compare_step([])
 
 
 def test_register_moves_champion_only_for_a_better_model(client):
@@ -326,20 +326,20 @@ def test_register_moves_champion_only_for_a_better_model(client):
         return {"run_id": run_id, "model_uri": uri, "metrics": {tracking.SELECTION_METRIC: ap}}
 
     name = "champion-test"
-    first = steps.register(candidate(0.5), name)
+    first = steps.register_step(candidate(0.5), name)
     assert first["promoted"] and first["champion_version"] == "1"
-    worse = steps.register(candidate(0.2), name)
+    worse = steps.register_step(candidate(0.2), name)
     assert not worse["promoted"] and worse["champion_version"] == "1" and worse["version"] == "2"
     assert "alias kept" in worse["reason"] and worse["champion_val_ap"] == pytest.approx(0.5)
     assert client.get_model_version(name, "2").tags["mdfnet.champion_decision"] == "kept"
-    tie = steps.register(candidate(0.5), name)
+    tie = steps.register_step(candidate(0.5), name)
     assert not tie["promoted"] and tie["champion_version"] == "1"
-    better = steps.register(candidate(0.7), name)
+    better = steps.register_step(candidate(0.7), name)
     assert better["promoted"] and better["champion_version"] == "4"
-    nan = steps.register(candidate(math.nan), name)
+    nan = steps.register_step(candidate(math.nan), name)
     assert not nan["promoted"] and nan["champion_version"] == "4"
     with pytest.raises(steps.StepError, match="model_uri"):
-        steps.register({"run_id": "x"}, name)
+        steps.register_step({"run_id": "x"}, name)
 
 
 def test_join_from_s3_gives_a_self_contained_dataset_that_preprocesses(tmp_path, fake_aws):

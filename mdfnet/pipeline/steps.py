@@ -5,18 +5,18 @@ step           function
 =============  ============================================================================================
 join           :func:`join_step` (source: local folder or ``s3://bucket/prefix``) → joined folder + report
 preprocess     :func:`preprocess_step` → preprocessed folder + cleaning report
-expand_grid    :func:`expand_grid` → one :class:`~mdfnet.pipeline.grids.GridItem` per cell × seed (as a dict);
+expand_grid    :func:`expand_grid_step` → one :class:`~mdfnet.pipeline.grids.GridItem` per cell × seed (as a dict);
                the pipeline's MLflow run is created (or, with KFP's MLflow plugin, found) here
 train          :func:`train_step` → model folder (checkpoint, ``run.json``); logs into the cell's MLflow run
 evaluate       :func:`evaluate_step` → val/test metrics, plots, COCO predictions; logs into the same run
-compare        :func:`compare` → Markdown table of all cells, best run by validation AP, the run's report
+compare        :func:`compare_step` → Markdown table of all cells, best run by validation AP, the run's report
                (:func:`mdfnet.report.build_report`, HTML for the KFP UI)
-register       :func:`register` → MLflow model version; alias ``champion`` moved only if better
+register       :func:`register_step` → MLflow model version; alias ``champion`` moved only if better
 =============  ============================================================================================
 
 Every function takes paths and plain values and returns JSON-ready dicts or lists (KFP passes those between
 tasks); those that track take an MLflow ``client`` (default: :func:`mdfnet.tracking.configure`). A cell's
-config is parsed once, in :func:`expand_grid` (:func:`~mdfnet.pipeline.grids.plan_grid`), and travels as data.
+config is parsed once, in :func:`expand_grid_step` (:func:`~mdfnet.pipeline.grids.plan_grid`), and travels as data.
 MLflow names: see :mod:`mdfnet.tracking`.
 """
 
@@ -99,10 +99,10 @@ def preprocess_step(joined_dir: str | Path, out_dir: str | Path, overrides: Sequ
 
 
 # ------------------------------------------------------------------------------------------ grid
-def expand_grid(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: Sequence[int], overrides: Sequence[str],
-                data_dir: str | Path, experiment: str, run_name: str, kfp_run_id: str = "",
-                image_tags: Mapping[str, str] | None = None, client: Any = None,
-                train_device: str | None = None) -> list[dict[str, Any]]:
+def expand_grid_step(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: Sequence[int],
+                     overrides: Sequence[str], data_dir: str | Path, experiment: str, run_name: str,
+                     kfp_run_id: str = "", image_tags: Mapping[str, str] | None = None, client: Any = None,
+                     train_device: str | None = None) -> list[dict[str, Any]]:
     """Plan grid × seeds (:func:`~mdfnet.pipeline.grids.plan_grid`: every cell validated here, so a bad override
     fails before any training starts) and open the pipeline's MLflow run; returns one
     :class:`~mdfnet.pipeline.grids.GridItem` dict per cell × seed. ``train_device``: ``train.device`` of every
@@ -230,7 +230,7 @@ def _attribution(model: Any, cfg: Any, data_dir: str | Path, out_dir: Path, batc
 
 
 # ------------------------------------------------------------------------------------------ compare / register
-def compare(results: Sequence[Mapping[str, Any]], client: Any = None) -> dict[str, Any]:
+def compare_step(results: Sequence[Mapping[str, Any]], client: Any = None) -> dict[str, Any]:
     """Rank cells by mean validation AP over seeds (:func:`mdfnet.cells.cell_stats`); returns ``best`` (the
     summary of the best seed of the best cell), ``ranking`` (cell rows), ``markdown`` (the comparison table) and
     ``html``: the pipeline run's report (:func:`_pipeline_report`), or the comparison table's page when there is
@@ -274,7 +274,7 @@ def _pipeline_report(client: Any, best: Mapping[str, Any]) -> str | None:
         return None
 
 
-def register(best: Mapping[str, Any], model_name: str, client: Any = None) -> dict[str, Any]:
+def register_step(best: Mapping[str, Any], model_name: str, client: Any = None) -> dict[str, Any]:
     """Register the best run's model as a new version of ``model_name``; move alias ``champion`` only if its
     validation AP beats the champion's (:func:`mdfnet.registry.register_champion`). The decision is tagged on
     the pipeline run, which then ends (``self`` mode). Returns the decision plus ``champion_version``."""

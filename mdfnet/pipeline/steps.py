@@ -178,7 +178,7 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     :func:`mdfnet.training.inference.score_split`); write ``metrics.json``, COCO ground truth and predictions
     per split, PR/count/sweep plots (test); log all into the cell run and end it (``self`` mode).
 
-    Returns the summary that :func:`compare` ranks: the item's fields, ``run_id``, ``model_uri`` and ``metrics``.
+    Returns the summary that :func:`compare_step` ranks: the item's fields, ``run_id``, ``model_uri`` and ``metrics``.
     """
     from mdfnet.evaluation import save_plots
     from mdfnet.training import load_model

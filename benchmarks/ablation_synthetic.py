@@ -130,6 +130,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from mdfnet.training import config_from_sources, load_model, train
+    from mdfnet.training.run_folder import RunFolder
 
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
@@ -137,7 +138,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["out"])
     cfg = config_from_sources(None, [*job["overrides"], f"seed={job['seed']}"])
     t0 = time.perf_counter()
-    result = train(cfg, job["data"], out, resume=(out / "checkpoints" / "last.pt").is_file())
+    result = train(cfg, job["data"], out, resume=RunFolder(out).last.is_file())
     model, cfg = load_model(result.best_checkpoint)
     row = {k: job[k] for k in ("variant", "seed", "data_seed")}
     row.update(best_epoch=result.best_epoch, train_s=round(time.perf_counter() - t0, 1))

@@ -95,17 +95,8 @@ def environment(ctx: Context) -> Row:
     """What ``train.device=auto`` resolves to, the versions, the GPU, native bf16, the AMP choice, shm and CPUs."""
     import torchvision
 
-    from mdfnet.training.device import (
-        TAG_CAPABILITY,
-        TAG_CUDNN,
-        TAG_DRIVER,
-        TAG_GPU,
-        cuda_problem,
-        describe,
-        device_tags,
-        resolve_device,
-        shm_mib,
-    )
+    from mdfnet.tracking_names import TAG_CAPABILITY, TAG_CUDNN, TAG_DRIVER, TAG_GPU
+    from mdfnet.training.device import cuda_problem, describe, device_tags, resolve_device, shm_mib
 
     tags = device_tags(ctx.device, ctx.amp)
     cuda_ok = torch.cuda.is_available()

@@ -204,10 +204,11 @@ def checkpoint(ctx: Context) -> tuple[Path, Path, str]:
     from mdfnet.data import MDFDataset
     from mdfnet.training.checkpoint import TrainState, save_checkpoint
     from mdfnet.training.loop import _meta, build_parts
+    from mdfnet.training.run_folder import RunFolder
 
     cfg = train_config(ctx)
     train_ds = MDFDataset(data, "train", features=cfg.data.features, with_masks=cfg.model.use_mask)
-    path = ctx.work / "untrained" / "checkpoints" / "last.pt"
+    path = RunFolder(ctx.work / "untrained").last
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, build_parts(cfg, train_ds), TrainState(), cfg, _meta(train_ds, cfg))
     ctx.shared["checkpoint"] = path

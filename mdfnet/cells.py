@@ -1,9 +1,9 @@
 """Grid cells over seeds (pure, torch-free, MLflow-free): evaluated runs → cells with their means, spreads and
-intervals, ranked by mean validation AP; the cell labels every run carries.
+intervals, ranked by mean validation AP.
 
 A **cell** is one configuration of a grid; its runs differ only in the seed. Per cell and per :data:`KEYS`: the
 mean and sd over seeds of the finite ``final/<key>`` metrics (sd None with fewer than two), and the mean of the
-runs' 95 % bootstrap intervals. Cells are ranked by mean validation AP (:data:`~mdfnet.tracking.SELECTION_METRIC`;
+runs' 95 % bootstrap intervals. Cells are ranked by mean validation AP (:data:`~mdfnet.tracking_names.SELECTION_METRIC`;
 ties: cell name; a cell without a finite one ranks last); the best run is the best seed of the best cell (ties:
 the lower seed). The compare step (:func:`mdfnet.pipeline.steps.compare_step`) and the report
 (:func:`mdfnet.report.build_report`) both rank here; they only render differently.
@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mdfnet.data import schema
-from mdfnet.tracking import SELECTION_METRIC
+from mdfnet.tracking_names import SELECTION_METRIC
 
-LABEL_KEYS = ("variant", "fusion", "backbone", "feature_set")
-"""Short params every cell run carries (same names in every run, so the MLflow UI can group by them)."""
 FINAL = "final/"
 """Prefix of the metrics an evaluated run ends with (``final/<split>/<metric>``)."""
 KEYS: tuple[str, ...] = ("test/ap", "test/ar", "val/ap", "val/ar", "test/lookalike_bacc", "val/lookalike_bacc")
@@ -41,7 +39,7 @@ def feature_set_name(features: Sequence[str], shuffled: bool = False) -> str:
 
 
 def selection_score(metrics: Mapping[str, Any]) -> float:
-    """The :data:`~mdfnet.tracking.SELECTION_METRIC` of ``metrics``, or -inf when absent or not finite."""
+    """The :data:`~mdfnet.tracking_names.SELECTION_METRIC` of ``metrics``, or -inf when absent or not finite."""
     v = metrics.get(SELECTION_METRIC)
     return float(v) if v is not None and math.isfinite(float(v)) else -math.inf
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from mdfnet.training.run_folder import CHECKPOINTS, CONFIG, LAST, METRICS, RunFolder
+
 app = typer.Typer(help="MDF-Net: data, training and evaluation commands.", no_args_is_help=True, add_completion=False)
 
 
@@ -101,13 +103,13 @@ def preprocess(
 @app.command("train")
 def train_cmd(
     data: Annotated[Path, typer.Option("--data", help="Preprocessed folder (output of `mdfnet preprocess`).")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: config.yaml, metrics.jsonl, checkpoints/.")],
+    out: Annotated[Path, typer.Option("--out", help=f"Run folder: {CONFIG}, {METRICS}, {CHECKPOINTS}/.")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML file with TrainConfig keys.")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="key=value override, e.g. model.fusion=concat_conv.")
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimiser steps in total.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.pt.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help=f"Continue from OUT/{CHECKPOINTS}/{LAST}.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Shorthand for --set seed=N.")] = None,
 ) -> None:
     """Train an MDF-Net variant; select the best checkpoint on validation AP (IoBB 0.5)."""
@@ -117,12 +119,13 @@ def train_cmd(
     from mdfnet.training import train as run_train
 
     sets = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
-    saved = out / "config.yaml"
+    folder = RunFolder(out)
+    saved = folder.config
     try:
         # On --resume the run's saved config is the base, so `--resume` alone continues the same run.
         base = load_yaml(saved) if resume and saved.is_file() else None
         cfg = config_from_sources(config, sets, base=base)
-        with JsonlLogger(out / "metrics.jsonl") as logger:
+        with JsonlLogger(folder.metrics) as logger:
             result = run_train(cfg, data, out, logger=logger, max_steps=max_steps, resume=resume)
     except (ConfigError, TrainError, FileNotFoundError, ValueError) as e:
         _fail(str(e))

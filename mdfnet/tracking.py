@@ -1,5 +1,5 @@
-"""MLflow tracking for pipeline runs: tracking URI, parent/child runs, metric logger (the model registry and the
-champion: :mod:`mdfnet.registry`).
+"""MLflow tracking for pipeline runs: tracking URI, parent/child runs, metric logger (the MLflow Model Registry and
+the champion: :mod:`mdfnet.champion`; every tag and param name, defined once: :mod:`mdfnet.tracking_names`).
 
 Run layout (the same whoever creates the runs)::
 
@@ -74,6 +74,17 @@ from urllib.parse import urlparse
 
 from mdfnet.metrics_log import Backlog, MetricLogger, flatten_params
 from mdfnet.provenance import dataset_fingerprint, git_sha  # noqa: F401 (tracking.* names)
+from mdfnet.tracking_names import (  # noqa: F401 (also read as tracking.* by the tests and pipelines/)
+    EXPERIMENT_TAGS,
+    SELECTION_METRIC,
+    TAG_CELL,
+    TAG_FINGERPRINT,
+    TAG_KFP_RUN_ID,
+    TAG_MODE,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_RUN_NAME,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -83,15 +94,6 @@ log = logging.getLogger(__name__)
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_RUN_ID = "MLFLOW_RUN_ID"
 ENV_EXPERIMENT_ID = "MLFLOW_EXPERIMENT_ID"
-SELECTION_METRIC = "final/val/ap"
-"""Metric (of a cell run) on which configs are compared and the champion is chosen: validation AP."""
-
-TAG_ROLE = "mdfnet.role"  # "pipeline" | "cell"
-TAG_MODE = "mdfnet.tracking_mode"  # "self" | "kfp-plugin"
-TAG_CELL = "mdfnet.cell"
-TAG_FINGERPRINT = "mdfnet.dataset_fingerprint"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
 
 Mode = Literal["self", "kfp-plugin"]
 
@@ -155,10 +157,6 @@ def ui_command(tracking_uri: str, port: int = 5000) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}{dest} --host 127.0.0.1 --port {port}"
 
 
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-"""Tags of the experiments the pipeline creates: model training (not GenAI) in MLflow 3's UI."""
-
-
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     """Id of experiment ``name``; created (with a local artefact root for sqlite stores) if missing."""
     if not name or not name.strip():
@@ -203,7 +201,7 @@ class PipelineRun:
 def start_pipeline_run(client: MlflowClient, experiment: str, run_name: str, tags: dict[str, Any]) -> PipelineRun:
     """Create (``self`` mode) or find (``kfp-plugin`` mode) the pipeline run and set ``tags`` on it.
 
-    ``self`` mode reuses the run of the same KFP run (tag ``kfp.run_id``) when a retried task asks again.
+    ``self`` mode reuses the run of the same KFP run (tag :data:`~mdfnet.tracking_names.TAG_KFP_RUN_ID`) when a retried task asks again.
 
     In plugin mode the pipeline run is the parent of ``MLFLOW_RUN_ID`` (KFP's run for this task); if that
     run has no parent it is used itself. Nothing is created in plugin mode.
@@ -217,7 +215,7 @@ def start_pipeline_run(client: MlflowClient, experiment: str, run_name: str, tag
             client.set_tag(parent_id, k, v)
         return PipelineRun(run.info.experiment_id, parent_id, "kfp-plugin")
     exp_id = get_or_create_experiment(client, experiment)
-    existing = _find_run(client, exp_id, {TAG_ROLE: "pipeline", "kfp.run_id": tags.get("kfp.run_id", "")})
+    existing = _find_run(client, exp_id, {TAG_ROLE: "pipeline", TAG_KFP_RUN_ID: tags.get(TAG_KFP_RUN_ID, "")})
     if existing is not None:  # a retried task of the same KFP run: the same pipeline run, reopened
         _reopen(client, existing, tags)
         return PipelineRun(exp_id, existing.info.run_id, "self")

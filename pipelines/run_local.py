@@ -31,7 +31,8 @@ import typer
 
 from components import DEFAULT_REGISTRY
 from mdfnet import tracking
-from mdfnet.registry import champion_version
+from mdfnet.champion import champion_version
+from mdfnet.tracking_names import TAG_CHAMPION_DECISION
 
 if TYPE_CHECKING:
     from pipelines.pipeline import CompileOptions
@@ -158,7 +159,7 @@ def read_outcome(uri: str, experiment: str, registered_model: str) -> LocalRun:
     run = runs[0]
     table = client.download_artifacts(run.info.run_id, "comparison.md")
     return LocalRun(uri, experiment, exp.experiment_id, run.info.run_id, Path(table).read_text(),
-                    run.data.tags.get("mdfnet.champion_decision", "n/a"),
+                    run.data.tags.get(TAG_CHAMPION_DECISION, "n/a"),
                     champion_version(client, registered_model))
 
 

@@ -288,7 +288,7 @@ def _grid_cells() -> list[str]:
 def test_pipeline_in_images_is_tracked_on_the_server(e2e):
     """One child run per tiny-grid cell, each FINISHED with finite metrics incl. final/val/ap; the pipeline run
     FINISHED, tagged with the step images it was compiled for; the champion alias on the registered model."""
-    from mdfnet import registry, tracking
+    from mdfnet import champion, tracking
 
     client, out = e2e["client"], e2e["out"]
     assert out.tracking_uri == e2e["services"]["tracking_uri"]
@@ -306,7 +306,7 @@ def test_pipeline_in_images_is_tracked_on_the_server(e2e):
     version = mdfnet.__version__
     assert {k: v for k, v in parent.data.tags.items() if k.startswith("image.")} == {
         f"image.{step}": f"{REGISTRY}/mdfnet-{step}:{version}" for step in components.all_images()}
-    champ = client.get_model_version_by_alias("mdfnet-e2e", registry.CHAMPION_ALIAS)
+    champ = client.get_model_version_by_alias("mdfnet-e2e", champion.CHAMPION_ALIAS)
     assert out.champion_version == champ.version == "1"
     assert champ.run_id in {r.info.run_id for r in cells}
     assert parent.data.tags["mdfnet.champion_version"] == "1"

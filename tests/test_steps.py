@@ -77,14 +77,14 @@ def test_demo_grid_is_baseline_mdf_and_the_shuffled_control():
     assert grids_mod.feature_set_name([], True) == "none"
 
 
-def test_names_come_from_the_catalog_and_registries_must_match_it():
+def test_names_come_from_the_catalog_and_tables_of_parts_must_match_it():
     from mdfnet.model import BACKBONES, FUSIONS, LOSS_WEIGHTINGS, catalog
 
     assert set(FUSIONS) == set(catalog.FUSION_NAMES) and set(BACKBONES) == set(catalog.BACKBONE_NAMES)
     assert set(LOSS_WEIGHTINGS) == set(catalog.LOSS_WEIGHTINGS)
     assert all(set(spec.cuts) == set(catalog.BACKBONE_STRIDES) for spec in BACKBONES.values())
-    with pytest.raises(RuntimeError, match=r"fusion registry \['max', 'sum'\] does not match"):
-        catalog.check_registry("fusion", ["sum", "max"], catalog.FUSION_NAMES)
+    with pytest.raises(RuntimeError, match=r"fusion table \['max', 'sum'\] does not match mdfnet.model.catalog"):
+        catalog.check_table("fusion", ["sum", "max"], catalog.FUSION_NAMES)
     # the grid step validates with the catalog alone: planning a grid imports no torch
     code = ("import sys; sys.modules['torch'] = None\n"
             "from mdfnet.pipeline.grids import load_grids, plan_grid\n"

@@ -386,6 +386,20 @@ def test_lr_schedules_per_epoch(schedule, lrs):
     assert seen == pytest.approx(lrs, abs=1e-9)
 
 
+def test_schedules_are_the_ones_the_config_accepts():
+    """Every ``train.schedule`` the ``Literal`` accepts has a builder and every builder a name there; the loop
+    checks it at import as the model's tables of parts check theirs against the catalog."""
+    import typing
+
+    from mdfnet.model.catalog import check_table
+    from mdfnet.training import SCHEDULES, TrainSection
+    from mdfnet.training.config import SCHEDULE_NAMES
+
+    assert set(SCHEDULES) == set(SCHEDULE_NAMES) == set(typing.get_args(typing.get_type_hints(TrainSection)["schedule"]))
+    with pytest.raises(RuntimeError, match=r"schedule table \['constant', 'linear'\] does not match TrainSection"):
+        check_table("schedule", ["constant", "linear"], SCHEDULE_NAMES, "TrainSection.schedule's Literal")
+
+
 def test_loader_workers_do_not_change_training(tiny_preprocessed, tmp_path):
     """Two persistent loader worker processes feed the same batches in the same order as the main process."""
     runs = [load(train(tiny_cfg(f"train.num_workers={n}"), tiny_preprocessed, tmp_path / str(n), max_steps=2)

@@ -1,4 +1,4 @@
-"""Overlap measures between detection and ground-truth boxes (registry: ``OVERLAPS[name]``).
+"""Overlap measures between detection and ground-truth boxes (by name: the table ``OVERLAPS[name]``).
 
 Both take xywh boxes broadcastable against each other (``det`` Float64[..., 4], ``gt`` Float64[..., 4]) and
 return Float64[...]. The arithmetic follows pycocotools' ``bbIou`` (maskApi.c) operation for operation, so

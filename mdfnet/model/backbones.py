@@ -1,4 +1,4 @@
-"""Backbone registry: torchvision classifiers cut to a feature extractor of stride 8, 16 or 32 + a 1×1 projection.
+"""Backbones (the table :data:`BACKBONES`): torchvision classifiers cut to a feature extractor of stride 8, 16 or 32 + a 1×1 projection.
 
 Each entry of :data:`BACKBONES` says how to make the torchvision classifier (random init, ``weights=None``), how
 to list its trunk as an ordered sequence of stages, and where to cut that sequence for each output stride
@@ -36,7 +36,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from mdfnet.model.catalog import BACKBONE_NAMES, BACKBONE_STRIDES, check_registry
+from mdfnet.model.catalog import BACKBONE_NAMES, BACKBONE_STRIDES, check_table
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,9 @@ BACKBONES: dict[str, BackboneSpec] = {  # name: (torchvision constructor, its st
 }
 """Backbone name → how to build and cut it. To support another torchvision classifier, add an entry here and its
 name to :data:`mdfnet.model.catalog.BACKBONE_NAMES`."""
-check_registry("backbone", BACKBONES, BACKBONE_NAMES)
+check_table("backbone", BACKBONES, BACKBONE_NAMES)
 for _name, _spec in BACKBONES.items():
-    check_registry(f"backbone {_name!r} stride", (str(s) for s in _spec.cuts), (str(s) for s in BACKBONE_STRIDES))
+    check_table(f"backbone {_name!r} stride", (str(s) for s in _spec.cuts), (str(s) for s in BACKBONE_STRIDES))
 
 
 class FeatureBackbone(nn.Module):

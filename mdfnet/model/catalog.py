@@ -1,8 +1,10 @@
-"""The names of the model family's parts, torch-free: the one list each registry is built from.
+"""The names of the model family's parts, torch-free: the one list each table of parts is keyed by.
 
 Configs validate against these names without importing torch (the grid step runs in the slim image); the torch
-registries (:data:`mdfnet.model.fusion.FUSIONS`, :data:`mdfnet.model.backbones.BACKBONES`) are keyed by them and
-check at import that they match (:func:`check_registry`), so a name exists in exactly one place.
+tables of parts (name → builder: :data:`mdfnet.model.fusion.FUSIONS`, :data:`mdfnet.model.backbones.BACKBONES`,
+:data:`mdfnet.model.loss.LOSS_WEIGHTINGS`) are keyed by them and check at import that they match
+(:func:`check_table`), so a name exists in exactly one place. (``training.loop.SCHEDULES`` checks itself the same
+way against ``train.schedule``'s ``Literal``.)
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ LOSS_WEIGHTINGS: tuple[str, ...] = ("uncertainty", "sum")
 """How the detector's losses are combined (:mod:`mdfnet.model.loss`)."""
 
 
-def check_registry(kind: str, registry: Iterable[str], names: Iterable[str]) -> None:
-    """Raise ``RuntimeError`` unless ``registry`` holds exactly ``names`` (a registry out of step with this module)."""
-    have, want = set(registry), set(names)
+def check_table(kind: str, table: Iterable[str], names: Iterable[str], source: str = "mdfnet.model.catalog") -> None:
+    """Raise ``RuntimeError`` unless the table of parts ``table`` (its keys) holds exactly ``names``, the list in
+    ``source`` (a table out of step with the names configs are validated against)."""
+    have, want = set(table), set(names)
     if have != want:
-        raise RuntimeError(f"{kind} registry {sorted(have)} does not match mdfnet.model.catalog {sorted(want)}: "
+        raise RuntimeError(f"{kind} table {sorted(have)} does not match {source} {sorted(want)}: "
                            "add or remove the name in both")

@@ -1,4 +1,4 @@
-"""3D fusion registry: combine the image feature map and the clinical feature map before the RPN.
+"""3D fusion ops (the table :data:`FUSIONS`): combine the image feature map and the clinical feature map before the RPN.
 
 Every op maps ``image [B, C, h, w]`` and ``clinical [B, C, h, w]`` to ``[B, C, h, w]``:
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from mdfnet.model.catalog import FUSION_NAMES, check_registry
+from mdfnet.model.catalog import FUSION_NAMES, check_table
 
 
 def _check(image: torch.Tensor, clinical: torch.Tensor) -> None:
@@ -56,7 +56,7 @@ FUSIONS: dict[str, Callable[[int], nn.Module]] = {
     "hadamard": lambda channels: HadamardFusion(),
 }
 """Fusion name → builder taking the feature map's channel count (names: :data:`mdfnet.model.catalog.FUSION_NAMES`)."""
-check_registry("fusion", FUSIONS, FUSION_NAMES)
+check_table("fusion", FUSIONS, FUSION_NAMES)
 
 
 def build_fusion(name: str, channels: int) -> nn.Module:

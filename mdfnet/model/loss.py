@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from mdfnet.model import catalog
-from mdfnet.model.catalog import check_registry
+from mdfnet.model.catalog import check_table
 
 BOX_LOSSES: tuple[str, ...] = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 MASK_LOSS = "loss_mask"
@@ -94,4 +94,4 @@ class SumLoss(nn.Module):
 
 LOSS_WEIGHTINGS = {"uncertainty": UncertaintyWeightedLoss, "sum": SumLoss}
 """Loss weighting name → class taking the loss names (names: :data:`mdfnet.model.catalog.LOSS_WEIGHTINGS`)."""
-check_registry("loss weighting", LOSS_WEIGHTINGS, catalog.LOSS_WEIGHTINGS)
+check_table("loss weighting", LOSS_WEIGHTINGS, catalog.LOSS_WEIGHTINGS)

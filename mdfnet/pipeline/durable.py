@@ -13,7 +13,8 @@ An upload that fails warns and returns False: training goes on, and the file is 
 checkpoint, once the store is back. ``best.pt`` is always stored before ``last.pt``, so a durable ``last.pt``
 has its ``best.pt`` beside it even after an outage. A fetch that finds nothing means a first attempt.
 
-Each checkpoint is followed by ``<name>.sha256`` (digest and size). A file store copies in place, so a pod killed
+Each checkpoint is followed by ``<name>.sha256`` (digest and size). The names are the run folder's
+(:mod:`mdfnet.training.run_folder`). A file store copies in place, so a pod killed
 in the middle of an upload can leave half a ``last.pt`` behind: a fetched file that does not match its digest is
 ignored, and the retry resumes from ``best.pt`` (a full training state too) instead.
 """
@@ -31,14 +32,13 @@ from urllib.parse import urlparse
 
 from mdfnet.pipeline.errors import StepError
 from mdfnet.pipeline.sources import s3_client
+from mdfnet.training.run_folder import BEST, CHECKPOINTS, LAST, RunFolder
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_URI_ENV = "MDFNET_CHECKPOINT_URI"
-LAST, BEST = "last.pt", "best.pt"
 UPLOAD_ORDER: tuple[str, ...] = (BEST, LAST)
 """Every checkpoint a task resumes from, in the order they are stored: a durable last.pt has its best.pt."""
-DIGEST_SUFFIX = ".sha256"
 
 
 class DurableStore:
@@ -73,14 +73,14 @@ class DurableStore:
     def _put(self, path: Path) -> bool:
         """``path``, then its digest file."""
         with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
-            digest = Path(tmp) / f"{path.name}{DIGEST_SUFFIX}"
+            digest = RunFolder.digest(Path(tmp) / path.name)
             digest.write_text(_digest(path))
             return self._put_file(path) and self._put_file(digest)
 
     def _fetch_one(self, name: str, dest: Path) -> bool:
         """``name`` into ``dest`` if the store has it whole (it matches its digest file)."""
         with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
-            digest = Path(tmp) / f"{name}{DIGEST_SUFFIX}"
+            digest = RunFolder.digest(Path(tmp) / name)
             if not (self._get_file(name, dest) and self._get_file(digest.name, digest)):
                 dest.unlink(missing_ok=True)
                 return False
@@ -107,22 +107,22 @@ def _digest(path: Path) -> str:
 
 
 class MlflowCheckpoints(DurableStore):
-    """Checkpoints as artefacts of the cell run (``checkpoints/<name>``)."""
+    """Checkpoints as artefacts of the cell run (``checkpoints/<name>``: :data:`~mdfnet.training.run_folder.CHECKPOINTS`)."""
 
     def __init__(self, client: Any, run_id: str, logger: Any) -> None:
         super().__init__()
         self.client, self.run_id, self.logger = client, run_id, logger
-        self.where = f"MLflow run {run_id} artefacts checkpoints/"
+        self.where = f"MLflow run {run_id} artefacts {CHECKPOINTS}/"
 
     def _put_file(self, path: Path) -> bool:
-        return self.logger.try_log_artifact(path, "checkpoints")
+        return self.logger.try_log_artifact(path, CHECKPOINTS)
 
     def _get_file(self, name: str, dest: Path) -> bool:
         from mlflow.exceptions import MlflowException
 
         try:
             with tempfile.TemporaryDirectory(prefix="mdfnet-ckpt-") as tmp:
-                shutil.copyfile(self.client.download_artifacts(self.run_id, f"checkpoints/{name}", tmp), dest)
+                shutil.copyfile(self.client.download_artifacts(self.run_id, f"{CHECKPOINTS}/{name}", tmp), dest)
         except (MlflowException, OSError) as e:
             log.debug("no durable %s in run %s: %s", name, self.run_id, e)
             return False
@@ -170,14 +170,14 @@ def resume_point(store: DurableStore, out_dir: Path) -> bool:
     """A retried train task: fetch ``last.pt`` (and ``best.pt``) from ``store`` into ``out_dir/checkpoints`` unless
     ``last.pt`` is there already; True when there is one to resume from. With ``best.pt`` only (``last.pt`` was
     cut off in the middle of its upload), the task resumes from ``best.pt``: the epochs after it run again."""
-    folder = out_dir / "checkpoints"
-    if (folder / LAST).is_file():
+    run = RunFolder(out_dir)
+    if run.last.is_file():
         return True
-    folder.mkdir(parents=True, exist_ok=True)
-    got = [name for name in UPLOAD_ORDER if store._fetch_one(name, folder / name)]
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    got = [name for name in UPLOAD_ORDER if store._fetch_one(name, run.checkpoints / name)]
     if got == [BEST]:
         log.warning("no whole %s at %s: resuming from %s; the epochs after it run again", LAST, store.where, BEST)
-        shutil.copyfile(folder / BEST, folder / LAST)
+        shutil.copyfile(run.best, run.last)
     elif not got:
         return False
     log.info("the task was interrupted before: resuming from %s (%s)", store.where, ", ".join(got))

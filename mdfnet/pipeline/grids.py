@@ -92,7 +92,7 @@ def grid_cells(grids: Mapping[str, Mapping[str, Any]], name: str, _seen: tuple[s
 
 @dataclass(frozen=True)
 class PlannedCell:
-    """One cell of a grid: its name, resolved config (seed not yet set) and labels (:data:`~mdfnet.cells.LABEL_KEYS`)."""
+    """One cell of a grid: its name, resolved config (seed not yet set) and labels (:data:`~mdfnet.tracking_names.LABEL_KEYS`)."""
 
     name: str
     config: TrainConfig

@@ -17,7 +17,8 @@ register       :func:`register_step` → MLflow model version; alias ``champion`
 Every function takes paths and plain values and returns JSON-ready dicts or lists (KFP passes those between
 tasks); those that track take an MLflow ``client`` (default: :func:`mdfnet.tracking.configure`). A cell's
 config is parsed once, in :func:`expand_grid_step` (:func:`~mdfnet.pipeline.grids.plan_grid`), and travels as data.
-MLflow names: see :mod:`mdfnet.tracking`.
+MLflow names: :mod:`mdfnet.tracking_names` (the runs: :mod:`mdfnet.tracking`); run-folder names:
+:mod:`mdfnet.training.run_folder`.
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdfnet import registry, system_metrics, tracking
-from mdfnet.cells import LABEL_KEYS, RunResult, best_run, cell_stats, selection_score
+from mdfnet import champion, system_metrics, tracking
+from mdfnet import tracking_names as names
+from mdfnet.cells import RunResult, best_run, cell_stats, selection_score
 from mdfnet.pipeline.durable import durable_checkpoints, resume_point
 from mdfnet.pipeline.errors import StepError
 from mdfnet.pipeline.grids import GridItem, plan_grid
 from mdfnet.pipeline.sources import fetch_source
 from mdfnet.report.comparison import comparison_markdown, comparison_page, ranking_rows
 from mdfnet.report.render import markdown_table, plots_html
+from mdfnet.training.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +117,14 @@ def expand_grid_step(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: S
         raise StepError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
     planned = plan_grid(grids, grid, overrides, device=train_device)
     client = client or tracking.configure()
-    tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": run_name, "mdfnet.git_sha": tracking.git_sha(),
-            "mdfnet.version": __version__, tracking.TAG_FINGERPRINT: tracking.dataset_fingerprint(data_dir),
-            "mdfnet.grid": grid, **{f"image.{k}": v for k, v in (image_tags or {}).items()}}
+    tags = {names.TAG_KFP_RUN_ID: kfp_run_id, names.TAG_KFP_RUN_NAME: run_name, names.TAG_GIT_SHA: tracking.git_sha(),
+            names.TAG_VERSION: __version__, names.TAG_FINGERPRINT: tracking.dataset_fingerprint(data_dir),
+            names.TAG_GRID: grid, **{f"{names.TAG_IMAGE_PREFIX}{k}": v for k, v in (image_tags or {}).items()}}
     parent = tracking.start_pipeline_run(client, experiment, run_name, tags)
     plog = tracking.MlflowLogger(parent.run_id, client)
-    plog.log_params({"grid": grid, "seeds": ",".join(map(str, seeds)), "overrides": " ".join(overrides) or "-",
-                     "cells": len(planned), "runs": len(planned) * len(seeds)})
+    plog.log_params({names.PARAM_GRID: grid, names.PARAM_SEEDS: ",".join(map(str, seeds)),
+                     names.PARAM_OVERRIDES: " ".join(overrides) or "-", names.PARAM_CELLS: len(planned),
+                     names.PARAM_RUNS: len(planned) * len(seeds)})
     for name in ("exclusions.csv", "cleaning.csv", "splits.csv", "preprocessing.json", "join_meta.json",
                  "correlation.csv"):
         if (Path(data_dir) / name).is_file():
@@ -144,11 +148,13 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
     cfg = it.train_config()
     client = client or tracking.configure()
     run_id = tracking.open_cell_run(client, it.parent_run_id, it.run_name,
-                                    {tracking.TAG_CELL: it.cell, "mdfnet.grid": it.grid})
+                                    {names.TAG_CELL: it.cell, names.TAG_GRID: it.grid})
     logger = tracking.MlflowLogger(run_id, client)
     out_dir = Path(out_dir)
+    folder = RunFolder(out_dir)
     with _failing_marks(client, run_id):
-        logger.log_params({"cell": it.cell, "grid": it.grid, **{k: it.labels[k] for k in LABEL_KEYS}})
+        logger.log_params({names.PARAM_CELL: it.cell, names.PARAM_GRID: it.grid,
+                           **{k: it.labels[k] for k in names.LABEL_KEYS}})
         store = durable_checkpoints(client, run_id, logger, it.parent_run_id, it.run_name)
         with system_metrics.monitor(client, run_id, cfg.train.system_metrics_s):
             res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None,
@@ -158,12 +164,12 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
         try:
             if not store.flush():  # checkpoints an outage kept back: a rerun resumes from them
                 raise ConnectionError(f"the last checkpoints could not be copied to {store.where}")
-            logger.log_artifact(out_dir / "config.yaml", "config")  # train() wrote it
+            logger.log_artifact(folder.config, "config")  # train() wrote it
             model_uri = log_served_model(client, run_id, Predictor.from_checkpoint(best, data_dir))
         except Exception as e:  # noqa: BLE001 - the store's errors; named, and a rerun resumes from the checkpoints
             raise tracking.TrackingError(
                 f"cell run {run_id}: the trained model could not be stored at {client.tracking_uri} "
-                f"({type(e).__name__}: {e}); the checkpoints are in {out_dir / 'checkpoints'} and {store.where}: "
+                f"({type(e).__name__}: {e}); the checkpoints are in {folder.checkpoints} and {store.where}: "
                 "a rerun of the step resumes from them") from e
     info = {**it.to_dict(), "run_id": run_id, "model_uri": model_uri, "checkpoint": best.name,
             "best_val_ap": res.best_val_ap, "best_epoch": res.best_epoch, "steps": res.steps,
@@ -189,7 +195,7 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     if not info_path.is_file():
         raise StepError(f"{info_path} not found: {model_dir} is not the output of the train step")
     info = json.loads(info_path.read_text())
-    model, cfg = load_model(model_dir / "checkpoints" / info["checkpoint"])
+    model, cfg = load_model(RunFolder(model_dir).checkpoints / info["checkpoint"])
     client = client or tracking.configure()
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
@@ -247,7 +253,7 @@ def compare_step(results: Sequence[Mapping[str, Any]], client: Any = None) -> di
     if best.get("parent_run_id"):
         client = client or tracking.configure()
         tracking.MlflowLogger(best["parent_run_id"], client).set_tags(  # the note is the run's description
-            {"mdfnet.best_cell": cells[0].cell, "mdfnet.best_run": top.run_name, "mlflow.note.content": md})
+            {names.TAG_BEST_CELL: cells[0].cell, names.TAG_BEST_RUN: top.run_name, names.TAG_NOTE: md})
         client.log_text(best["parent_run_id"], md, "comparison.md")
         page = _pipeline_report(client, best)
     return {"best": best, "ranking": ranking_rows(cells), "markdown": md,
@@ -270,25 +276,25 @@ def _pipeline_report(client: Any, best: Mapping[str, Any]) -> str | None:
         return report.html
     except Exception as e:  # noqa: BLE001 - reported on the run and in the log, never silently
         log.exception("report of pipeline run %s failed", parent)
-        client.set_tag(parent, "mdfnet.report_error", f"{type(e).__name__}: {e}"[:5000])
+        client.set_tag(parent, names.TAG_REPORT_ERROR, f"{type(e).__name__}: {e}"[:5000])
         return None
 
 
 def register_step(best: Mapping[str, Any], model_name: str, client: Any = None) -> dict[str, Any]:
     """Register the best run's model as a new version of ``model_name``; move alias ``champion`` only if its
-    validation AP beats the champion's (:func:`mdfnet.registry.register_champion`). The decision is tagged on
+    validation AP beats the champion's (:func:`mdfnet.champion.register_champion`). The decision is tagged on
     the pipeline run, which then ends (``self`` mode). Returns the decision plus ``champion_version``."""
     if not best.get("model_uri") or not best.get("run_id"):
         raise StepError(f"register needs a run summary with model_uri and run_id, got keys {sorted(best)}")
     client = client or tracking.configure()
     score = selection_score(best.get("metrics") or {})
-    decision = registry.register_champion(client, model_name, str(best["model_uri"]), str(best["run_id"]),
+    decision = champion.register_champion(client, model_name, str(best["model_uri"]), str(best["run_id"]),
                                           score if math.isfinite(score) else math.nan)
-    out = {**decision.to_dict(), "champion_version": registry.champion_version(client, model_name)}
+    out = {**decision.to_dict(), "champion_version": champion.champion_version(client, model_name)}
     parent = best.get("parent_run_id")
     if parent:
         tracking.MlflowLogger(parent, client).set_tags({
-            "mdfnet.registered_version": decision.version, "mdfnet.champion_decision": decision.reason,
-            "mdfnet.champion_version": out["champion_version"]})
+            names.TAG_REGISTERED_VERSION: decision.version, names.TAG_CHAMPION_DECISION: decision.reason,
+            names.TAG_CHAMPION_VERSION: out["champion_version"]})
         tracking.finish_run(client, parent)
     return out

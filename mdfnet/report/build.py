@@ -21,6 +21,7 @@ from mdfnet.report.collect import ReportError, download, download_json, find_run
 from mdfnet.report.paper import PAPER, PAPER_VARIANT_CLASSES
 from mdfnet.report.render import Block, to_html, to_markdown
 from mdfnet.report.tables import SECTIONS, section, section_rows
+from mdfnet.tracking_names import CHAMPION_ALIAS
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,15 @@ def _correlation(client: Any, parents: list[str], out: Path) -> Path | None:
 
 
 def _champion(client: Any, cells: list[CellStats], model_name: str | None) -> tuple[str, str]:
-    """(run id, how it was chosen): the registered ``champion`` when it is one of the runs, else the best run."""
+    """(run id, how it was chosen): the ``champion`` in the MLflow Model Registry when it is one of the runs, else
+    the best run."""
     ids = {r.run_id for c in cells for r in c.runs}
     if model_name:
         try:
-            mv = client.get_model_version_by_alias(model_name, "champion")
+            mv = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
             if mv.run_id in ids:
-                return mv.run_id, f"`{model_name}@champion` (v{mv.version})"
-        except Exception as e:  # noqa: BLE001 - no registry entry: fall back to the best run
+                return mv.run_id, f"`{model_name}@{CHAMPION_ALIAS}` (v{mv.version})"
+        except Exception as e:  # noqa: BLE001 - no such model or alias in the Model Registry: the best run
             log.debug("no champion of %s: %s", model_name, e)
     best = best_run(cells)
     return best.run_id, f"the best run by validation AP (`{best.run_name}`)"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mdfnet import tracking
-from mdfnet.cells import KEYS, LABEL_KEYS, RunResult
+from mdfnet.cells import KEYS, RunResult
+from mdfnet.tracking_names import LABEL_KEYS, PARAM_CELL, PARAM_SEED, SELECTION_METRIC, TAG_PARENT, TAG_ROLE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,18 +38,18 @@ def find_runs(client: Any, experiment: str, pipeline_run: str | None = None) -> 
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ReportError(f"experiment {experiment!r} not found at {client.tracking_uri}")
-    query = f"tags.`{tracking.TAG_ROLE}` = 'cell'"
+    query = f"tags.`{TAG_ROLE}` = 'cell'"
     if pipeline_run:
-        query += f" and tags.`{tracking.TAG_PARENT}` = '{pipeline_run}'"
+        query += f" and tags.`{TAG_PARENT}` = '{pipeline_run}'"
     runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=5000)
-    done = [r for r in runs if r.info.status == "FINISHED" and tracking.SELECTION_METRIC in r.data.metrics]
+    done = [r for r in runs if r.info.status == "FINISHED" and SELECTION_METRIC in r.data.metrics]
     if not done:
         where = f"pipeline run {pipeline_run}" if pipeline_run else "any pipeline run"
-        raise ReportError(f"experiment {experiment!r}: no finished cell run with {tracking.SELECTION_METRIC} in {where}")
+        raise ReportError(f"experiment {experiment!r}: no finished cell run with {SELECTION_METRIC} in {where}")
     if len(done) < len(runs):
         log.warning("report: %d of %d cell runs are not finished/evaluated and are left out", len(runs) - len(done),
                     len(runs))
-    parents = sorted({r.data.tags.get(tracking.TAG_PARENT, "") for r in done} - {""})
+    parents = sorted({r.data.tags.get(TAG_PARENT, "") for r in done} - {""})
     return Experiment(exp.experiment_id, experiment, parents, done)
 
 
@@ -103,8 +103,8 @@ def run_result(client: Any, run: Any, n_boot: int) -> RunResult:
     """One MLflow cell run → :class:`~mdfnet.cells.RunResult` (intervals computed here)."""
     p = run.data.params
     metrics = {k: float(v) for k, v in run.data.metrics.items() if math.isfinite(float(v))}
-    return RunResult(run.info.run_id, run.info.run_name, p.get("cell", run.info.run_name),
-                     int(float(p.get("seed", 0))), {k: p.get(k, "") for k in LABEL_KEYS}, metrics,
+    return RunResult(run.info.run_id, run.info.run_name, p.get(PARAM_CELL, run.info.run_name),
+                     int(float(p.get(PARAM_SEED, 0))), {k: p.get(k, "") for k in LABEL_KEYS}, metrics,
                      intervals(client, run, n_boot))
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mdfnet.cells import FINAL, LABEL_KEYS, CellStats, RunResult
+from mdfnet.cells import FINAL, CellStats, RunResult
 from mdfnet.report.render import html_table, markdown_table
 from mdfnet.report.tables import pct
-from mdfnet.tracking import SELECTION_METRIC
+from mdfnet.tracking_names import LABEL_KEYS, SELECTION_METRIC
 
-TABLE_METRICS = ("final/val/ap", "final/val/ar", "final/test/ap", "final/test/ar", "final/val/lookalike_bacc",
+TABLE_METRICS = (SELECTION_METRIC, "final/val/ar", "final/test/ap", "final/test/ar", "final/val/lookalike_bacc",
                  "final/test/lookalike_bacc")
 """Columns of the comparison table (in %, mean ± sd over seeds)."""
 

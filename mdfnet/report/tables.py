@@ -15,8 +15,9 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from mdfnet.cells import LABEL_KEYS, CellStats, feature_set_name
+from mdfnet.cells import CellStats, feature_set_name
 from mdfnet.model.config import ModelConfig
+from mdfnet.tracking_names import LABEL_KEYS
 from mdfnet.training.config import DataConfig
 
 _PAPER_MODEL, _PAPER_DATA = ModelConfig(), DataConfig()  # the defaults are the paper's configuration

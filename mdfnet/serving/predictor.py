@@ -91,12 +91,15 @@ class Predictor:
         """A training checkpoint (``.pt``) or a run folder (its ``checkpoints/best.pt``, else ``last.pt``).
         Checkpoints written before the transform was stored in them need ``data_dir`` (the preprocessed folder)."""
         from mdfnet.training.checkpoint import load_checkpoint
+        from mdfnet.training.run_folder import RunFolder
 
         path = Path(path)
         if path.is_dir():
-            found = [p for p in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt") if p.is_file()]
+            folder = RunFolder(path)
+            found = [p for p in (folder.best, folder.last) if p.is_file()]
             if not found:
-                raise ModelSourceError(f"{path} is a folder without checkpoints/best.pt or checkpoints/last.pt")
+                raise ModelSourceError(f"{path} is a folder without {folder.best.relative_to(path)} or "
+                                       f"{folder.last.relative_to(path)}")
             path = found[0]
         ckpt = load_checkpoint(path)
         meta = dict(ckpt["meta"])

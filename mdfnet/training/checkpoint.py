@@ -2,12 +2,7 @@
 scaler), written in one place (:func:`save_checkpoint`) and read in one place (:func:`load_checkpoint`,
 :func:`restore`, :func:`load_model`).
 
-Run folder layout::
-
-    RUN_DIR/config.yaml              the resolved TrainConfig
-    RUN_DIR/metrics.jsonl            (CLI) JSON-lines metrics, one object per epoch
-    RUN_DIR/checkpoints/last.pt      state after the latest epoch end / stop (resume point)
-    RUN_DIR/checkpoints/best.pt      copy of the checkpoint with the highest val AP (ties keep the earlier)
+Where they live (``checkpoints/last.pt``, ``checkpoints/best.pt`` of the run folder): :mod:`mdfnet.training.run_folder`.
 
 Checkpoints are written with ``torch.save`` to a temporary file in the same folder, then ``os.replace``; every
 value is a tensor, dict, list, str, int, float, bool or None, so ``torch.load(path, weights_only=True)`` reads

@@ -13,12 +13,17 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mdfnet.config import ConfigError, load_config
 from mdfnet.data import schema
 from mdfnet.model.catalog import LOSS_WEIGHTINGS
 from mdfnet.model.config import ModelConfig
+
+Schedule = Literal["constant", "step", "cosine"]
+"""The learning-rate schedules ``train.schedule`` accepts (builders: :data:`mdfnet.training.loop.SCHEDULES`,
+checked against this list at import)."""
+SCHEDULE_NAMES: tuple[str, ...] = get_args(Schedule)
 
 
 @dataclass
@@ -30,7 +35,7 @@ class TrainSection:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: Literal["constant", "step", "cosine"] = "constant"
+    schedule: Schedule = "constant"
     step_epochs: int = 30
     gamma: float = 0.1
     loss_weighting: str = "uncertainty"

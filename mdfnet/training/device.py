@@ -22,23 +22,24 @@ import warnings
 
 import torch
 
+from mdfnet.tracking_names import (
+    TAG_AMP,
+    TAG_CAPABILITY,
+    TAG_CPUS,
+    TAG_CUDA,
+    TAG_CUDNN,
+    TAG_DEVICE,
+    TAG_DRIVER,
+    TAG_GPU,
+    TAG_SHM,
+    TAG_TORCH,
+)
 from mdfnet.training.errors import TrainError
 
 log = logging.getLogger("mdfnet.train")
 
 AMP_NAMES = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}
 """Autocast dtype → the name ``train.amp`` gives it (and the ``mdfnet.amp_dtype`` tag records)."""
-
-TAG_DEVICE = "mdfnet.device"
-TAG_AMP = "mdfnet.amp_dtype"
-TAG_GPU = "mdfnet.gpu_name"
-TAG_CAPABILITY = "mdfnet.gpu_capability"
-TAG_CUDA = "mdfnet.cuda_version"
-TAG_CUDNN = "mdfnet.cudnn_version"
-TAG_DRIVER = "mdfnet.driver_version"
-TAG_TORCH = "mdfnet.torch_version"
-TAG_SHM = "mdfnet.shm_mib"
-TAG_CPUS = "mdfnet.cpu_count"
 
 
 def driver_version() -> str | None:

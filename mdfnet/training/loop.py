@@ -32,6 +32,7 @@ from mdfnet.config import save_config, to_dict
 from mdfnet.data import MDFDataset, SplitSubset, collate_detection
 from mdfnet.metrics_log import MetricLogger, NullLogger, flatten_params
 from mdfnet.model import LOSS_WEIGHTINGS, build_model, loss_names
+from mdfnet.model.catalog import check_table
 from mdfnet.training.checkpoint import (
     TrainParts,
     TrainState,
@@ -41,11 +42,12 @@ from mdfnet.training.checkpoint import (
     restore,
     save_checkpoint,
 )
-from mdfnet.training.config import TrainConfig
+from mdfnet.training.config import SCHEDULE_NAMES, TrainConfig
 from mdfnet.training.determinism import EpochSampler, seed_everything, seed_worker
 from mdfnet.training.device import cudnn_benchmark, describe, device_tags, resolve_amp, resolve_device
 from mdfnet.training.errors import NonFiniteLossError, TrainError
 from mdfnet.training.inference import evaluate_split
+from mdfnet.training.run_folder import CHECKPOINTS, LAST, RunFolder
 
 log = logging.getLogger("mdfnet.train")
 
@@ -67,7 +69,9 @@ SCHEDULES = {
     "step": lambda opt, t: torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_epochs, gamma=t.gamma),
     "cosine": lambda opt, t: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs),
 }
-"""``train.schedule`` → builder ``(optimizer, TrainSection)`` of a per-epoch LR scheduler."""
+"""``train.schedule`` → builder ``(optimizer, TrainSection)`` of a per-epoch LR scheduler (names:
+:data:`mdfnet.training.config.SCHEDULE_NAMES`, the ``Literal`` configs are validated against)."""
+check_table("schedule", SCHEDULES, SCHEDULE_NAMES, "TrainSection.schedule's Literal")
 
 
 def build_parts(cfg: TrainConfig, train_ds: MDFDataset) -> TrainParts:
@@ -106,7 +110,7 @@ def finite_or_raise(losses: dict[str, torch.Tensor], total: torch.Tensor, step: 
     raise NonFiniteLossError(
         f"step {step}: loss term {name!r} is {value}"
         + (f" (also {', '.join(n for n, _ in bad[1:])})" if len(bad) > 1 else "")
-        + "; checkpoints/last.pt keeps the last good state (try a lower train.lr)"
+        + f"; {CHECKPOINTS}/{LAST} keeps the last good state (try a lower train.lr)"
     )
 
 
@@ -211,7 +215,7 @@ def run_epoch(parts: TrainParts, loader: DataLoader, cfg: TrainConfig, val_ds: M
 
 def _open_run(cfg: TrainConfig, out_dir: Path, max_steps: int | None, resume: bool) -> dict[str, Any] | None:
     """Check the arguments and the run folder; return the checkpoint to resume from (or None)."""
-    last_path = out_dir / "checkpoints" / "last.pt"
+    last_path = RunFolder(out_dir).last
     if max_steps is not None and max_steps < 1:
         raise TrainError(f"max_steps must be >= 1, got {max_steps}")
     if not resume and last_path.exists():
@@ -254,14 +258,15 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
           max_steps: int | None = None, resume: bool = False,
           on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
     """Train ``cfg`` on ``data_dir``'s train split, validate on its val split, write ``out_dir`` (run folder:
-    :mod:`mdfnet.training.checkpoint`). ``max_steps``: stop after that many optimiser steps in total (counting
+    :mod:`mdfnet.training.run_folder`). ``max_steps``: stop after that many optimiser steps in total (counting
     steps before a resume), then validate and checkpoint. ``resume``: continue from ``checkpoints/last.pt``.
     ``on_checkpoint(path)``: called with ``last.pt`` after each checkpoint (epoch ends, after the metrics, and timed
     ones) and with ``best.pt`` when it changes (the pipeline copies them to durable storage there, so a preempted
     task resumes from them)."""
     logger = logger or NullLogger()
     out_dir = Path(out_dir)
-    last_path, best_path = out_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "best.pt"
+    folder = RunFolder(out_dir)
+    last_path, best_path = folder.last, folder.best
     ckpt = _open_run(cfg, out_dir, max_steps, resume)
     train_ds, val_ds = _datasets(cfg, data_dir)
     parts = build_parts(cfg, train_ds)
@@ -269,7 +274,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, logger: M
     if ckpt is not None:
         log.info("resumed from %s at step %d (epoch %d, batch %d)", last_path, state.step, state.epoch + 1,
                  state.batch_in_epoch)
-    save_config(cfg, out_dir / "config.yaml")
+    save_config(cfg, folder.config)
     logger.log_params(flatten_params(to_dict(cfg)))
     tags = device_tags(parts.device, parts.amp_dtype)
     logger.set_tags(tags)

@@ -4,12 +4,20 @@ from kfp.dsl import HTML, Markdown, Output
 
 
 def compare(
-    results: list,
+    results: list[dict],
     table: Output[Markdown],
     page: Output[HTML],
 ) -> dict:
-    """Rank cells by mean validation AP over seeds, write the report (page); return the best run's summary
-    (mdfnet.pipeline.steps.compare_step)."""
+    """Rank cells by mean validation AP over seeds and write the report (mdfnet.pipeline.steps.compare_step).
+
+    Args:
+        results: The summaries of every evaluate task (collected over the ParallelFor).
+
+    Returns:
+        Output: The best run's summary (the best seed of the best cell), for register.
+        table: The comparison of all cells (Markdown).
+        page: The pipeline run's report, or the comparison table's page when the report failed (HTML).
+    """
     from mdfnet.pipeline import reports, steps
 
     res = steps.compare_step(results)

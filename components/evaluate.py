@@ -10,7 +10,18 @@ def evaluate(
     predictions: Output[Dataset],
     plots: Output[HTML],
 ) -> dict:
-    """Score the model on val and test and log into its cell run (mdfnet.pipeline.steps.evaluate_step)."""
+    """Score the model on val and test and log into its cell run (mdfnet.pipeline.steps.evaluate_step).
+
+    Args:
+        model: The train task's model folder (checkpoint and ``run.json``).
+        data: The preprocessed dataset.
+
+    Returns:
+        Output: The run's summary for compare: the grid item's fields, ``run_id``, ``model_uri`` and ``metrics``.
+        metrics: Validation and test metrics (``final.val.ap``, ``final.test.ap``…; ``/`` written as ``.``).
+        predictions: ``metrics.json``, COCO ground truth and predictions per split.
+        plots: PR curves, counts and the score sweep on test (HTML).
+    """
     from mdfnet.pipeline import reports, steps
 
     res = steps.evaluate_step(model.path, data.path, predictions.path)

@@ -7,15 +7,16 @@ def expand_grid(
     data: Input[Dataset],
     grids: dict,
     grid: str,
-    seeds: list,
-    overrides: list,
+    seeds: list[int],
+    overrides: list[str],
     experiment: str,
     run_name: str,
     run_id: str,
-    images: dict,
+    images: dict[str, str],
     train_device: str,
-) -> list:
-    """One item per cell × seed carrying its resolved config, labels and the parent MLflow run (mdfnet.pipeline.steps).
+) -> list:  # not list[dict]: KFP would then type the ParallelFor's loop item STRUCT instead of STRING
+    """One item per cell × seed carrying its resolved config, labels and the parent MLflow run
+    (mdfnet.pipeline.steps.expand_grid_step).
 
     Each cell's ``train.device`` is ``train_device``, set after the grid's base and before ``overrides`` (which win).
 
@@ -32,9 +33,11 @@ def expand_grid(
         train_device: ``train.device`` of every cell (compile-time: where the pipeline runs; ``cuda`` on the cluster).
 
     Returns:
-        One ``GridItem`` dict per cell × seed (the ParallelFor items of the train and evaluate tasks).
+        Output: One ``GridItem`` dict per cell × seed (the ParallelFor items of the train and evaluate tasks).
     """
     from mdfnet.pipeline import steps
 
+    # KFP passes list numbers as floats (a protobuf ListValue), typed list or not: the seeds become ints here
     return steps.expand_grid_step(grids, grid, [int(s) for s in seeds], [str(o) for o in overrides], data.path,
-                             experiment, run_name, kfp_run_id=run_id, image_tags=images, train_device=train_device)
+                                  experiment, run_name, kfp_run_id=run_id, image_tags=images,
+                                  train_device=train_device)

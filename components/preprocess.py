@@ -5,11 +5,22 @@ from kfp.dsl import Dataset, Input, Markdown, Output
 
 def preprocess(
     joined: Input[Dataset],
-    overrides: list,
+    overrides: list[str],
     data: Output[Dataset],
     report: Output[Markdown],
 ) -> dict:
-    """Clean clinical values, split by patient, fit on train, cache images (mdfnet.pipeline.steps.preprocess_step)."""
+    """Clean clinical values, split by patient, fit on train, cache images (mdfnet.pipeline.steps.preprocess_step).
+
+    Args:
+        joined: The join step's joined tables and images.
+        overrides: ``PreprocessConfig`` overrides (``key=value``, e.g. ``image_size=512``).
+
+    Returns:
+        Output: Counts: ``n_images`` and ``splits`` (split → readings).
+        data: The preprocessed dataset: cleaned tables, patient-level splits, cached images (metadata: ``images``,
+            ``split.<name>``).
+        report: The cleaning and split report (Markdown).
+    """
     from mdfnet.pipeline import reports, steps
 
     res = steps.preprocess_step(joined.path, data.path, [str(o) for o in overrides])

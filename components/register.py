@@ -8,7 +8,17 @@ def register(
     model_name: str,
     decision: Output[Markdown],
 ) -> dict:
-    """Register and maybe promote (mdfnet.pipeline.steps.register_step); the reason is written for the KFP UI."""
+    """Register the best run's model and maybe promote it (mdfnet.pipeline.steps.register_step).
+
+    Args:
+        best: The compare task's best run summary (needs ``run_id`` and ``model_uri``).
+        model_name: Registered model name in MLflow.
+
+    Returns:
+        Output: The decision: ``version``, ``promoted``, ``reason``, the candidate's and champion's validation AP,
+            and ``champion_version`` after it.
+        decision: The new version, the reason and the champion (Markdown, for the KFP UI).
+    """
     from mdfnet.pipeline import reports, steps
 
     res = steps.register_step(best, model_name)

@@ -10,7 +10,21 @@ def train(
     metrics: Output[Metrics],
     max_steps: int = 0,
 ):
-    """Train the item's config into its MLflow cell run (mdfnet.pipeline.steps.train_step); max_steps 0 = no limit."""
+    """Train the item's config into its MLflow cell run (mdfnet.pipeline.steps.train_step).
+
+    A retried task resumes from the checkpoints its earlier attempt copied to durable storage.
+
+    Args:
+        item: One grid item of the expand_grid task: the cell's resolved ``TrainConfig``, its labels, seed and
+            the parent MLflow run.
+        data: The preprocessed dataset.
+        max_steps: Stop after this many optimiser steps; 0 trains the configured epochs.
+
+    Returns:
+        model: The best checkpoint (the last one without validation) and ``run.json`` (metadata: ``run_id``,
+            ``model_uri``, ``cell``, ``seed``).
+        metrics: ``steps``, and ``best_val_ap`` and ``best_epoch`` when the run was validated.
+    """
     from mdfnet.pipeline import steps
 
     info = steps.train_step(item, data.path, model.path, max_steps=max_steps or None)

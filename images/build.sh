@@ -10,7 +10,7 @@
 #   --base IMAGE   Python 3.11 base for the mdfnet base image (default: $BASE or python:3.11-slim)
 #   --push         push every image after building it
 #   --dry-run      print the docker commands instead of running them
-#   STEP ...       build only these steps (the base images they need are built first)
+#   STEP ...       build only these step images, e.g. expand-grid (the base images they need are built first)
 # Environment: DOCKER (docker CLI, default docker), DOCKER_HOST as usual.
 # The build context is a staged minimal copy of the repository (pyproject.toml, README.md, mdfnet/,
 # images/requirements/), so .venv and data folders are never sent to the engine.
@@ -18,8 +18,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
-# components/steps.tsv: image, base (base | base-torch), component, modules to import (the one map, also read by
-# components/__init__.py)
+# components/steps.tsv: image (the component name with '_' -> '-'), base (base | base-torch), component, modules
+# to import (the one map, also read by components/__init__.py)
 STEPS=()
 declare -A FROM_BASE=() IMPORTS=()
 while read -r image from _component modules; do

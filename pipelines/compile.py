@@ -3,6 +3,9 @@
     python pipelines/compile.py [--output FILE] [--registry R] [--gpu-node-selector k=v]
                                 [--gpu-toleration key=value:Effect | key:Effect] [--parallelism N]
                                 [--shm-size QUANTITY] [--train-device cuda|cuda:N|auto|cpu]
+
+Every option defaults to its :class:`pipelines.pipeline.CompileOptions` field (the node selector and toleration
+written in their command-line form), so the defaults are stated once.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import Annotated
 
 import typer
 
-from components import DEFAULT_REGISTRY
 from pipelines.pipeline import CompileOptions, check_quantity, check_train_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,15 +24,25 @@ EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 app = typer.Typer(add_completion=False)
 
 
-def parse_node_selector(text: str) -> tuple[str, str]:
+def parse_node_selector(text: str) -> tuple[str, str] | None:
+    """``key=value``; ``''``: None (no selector)."""
+    if not text:
+        return None
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise typer.BadParameter(f"{text!r}: expected key=value, e.g. nvidia.com/gpu.present=true")
     return key, value
 
 
-def parse_toleration(text: str) -> tuple[str, str | None, str]:
-    """``key=value:Effect`` (operator Equal) or ``key:Effect`` (operator Exists)."""
+def format_node_selector(selector: tuple[str, str] | None) -> str:
+    """The command-line form of a node selector (inverse of :func:`parse_node_selector`)."""
+    return "=".join(selector) if selector else ""
+
+
+def parse_toleration(text: str) -> tuple[str, str | None, str] | None:
+    """``key=value:Effect`` (operator Equal) or ``key:Effect`` (operator Exists); ``''``: None (no toleration)."""
+    if not text:
+        return None
     head, sep, effect = text.rpartition(":")
     if not sep or effect not in EFFECTS or not head:
         raise typer.BadParameter(f"{text!r}: expected key=value:Effect or key:Effect with Effect in {EFFECTS}")
@@ -38,6 +50,14 @@ def parse_toleration(text: str) -> tuple[str, str | None, str]:
     if not key:
         raise typer.BadParameter(f"{text!r}: empty toleration key")
     return key, (value if eq else None), effect
+
+
+def format_toleration(toleration: tuple[str, str | None, str] | None) -> str:
+    """The command-line form of a toleration (inverse of :func:`parse_toleration`)."""
+    if not toleration:
+        return ""
+    key, value, effect = toleration
+    return f"{key}{'' if value is None else '=' + value}:{effect}"
 
 
 def parse_shm_size(text: str) -> str:
@@ -67,35 +87,39 @@ def compile_pipeline(output: Path, **options) -> Path:
     return output
 
 
+DEFAULTS = CompileOptions(grids={})
+"""The defaults of every option (the grids are not an option: they are always ``pipelines/grids``)."""
+
+
 @app.command()
 def main(
     output: Annotated[Path, typer.Option("--output", help="Package file to write.")] = DEFAULT_OUTPUT,
     registry: Annotated[str, typer.Option("--registry", envvar="MDFNET_IMAGE_REGISTRY",
-                                          help="Image registry of the step images.")] = DEFAULT_REGISTRY,
+                                          help="Image registry of the step images.")] = DEFAULTS.registry,
     gpu_node_selector: Annotated[str, typer.Option("--gpu-node-selector", help="k=v for the train task (default: "
                                                    "the NVIDIA GPU operator's node label); '' for none.")
-                                 ] = "nvidia.com/gpu.present=true",
+                                 ] = format_node_selector(DEFAULTS.gpu_node_selector),
     gpu_toleration: Annotated[str, typer.Option("--gpu-toleration", help="key=value:Effect or key:Effect; "
-                                                "'' for none.")] = "nvidia.com/gpu:NoSchedule",
-    parallelism: Annotated[int, typer.Option("--parallelism", min=1, help="Concurrent train/evaluate iterations.")] = 4,
-    train_timeout: Annotated[int, typer.Option("--train-timeout", min=1, help="Train pod deadline (s).")] = 86400,
-    train_retries: Annotated[int, typer.Option("--train-retries", min=0)] = 2,
+                                                "'' for none.")] = format_toleration(DEFAULTS.gpu_toleration),
+    parallelism: Annotated[int, typer.Option("--parallelism", min=1, help="Concurrent train/evaluate iterations.")
+                           ] = DEFAULTS.parallelism,
+    train_timeout: Annotated[int, typer.Option("--train-timeout", min=1, help="Train pod deadline (s).")
+                             ] = DEFAULTS.train_timeout_s,
+    train_retries: Annotated[int, typer.Option("--train-retries", min=0)] = DEFAULTS.train_retries,
     secret: Annotated[str, typer.Option("--secret", help="Kubernetes Secret with S3/MLflow credentials; '' for "
-                                        "none.")] = "mdfnet-credentials",
+                                        "none.")] = DEFAULTS.secret_name,
     shm_size: Annotated[str, typer.Option("--shm-size", callback=parse_shm_size, help="Size limit of the train "
                                           "task's memory-backed /dev/shm (a Kubernetes quantity).")
-                        ] = CompileOptions.shm_size,
+                        ] = DEFAULTS.shm_size,
     train_device: Annotated[str, typer.Option("--train-device", callback=parse_train_device, help="train.device "
                                               "of every cell (a run's config_overrides still win).")
-                            ] = CompileOptions.train_device,
+                            ] = DEFAULTS.train_device,
 ) -> None:
     """Write the compiled pipeline package."""
     path = compile_pipeline(
-        output, registry=registry,
-        gpu_node_selector=parse_node_selector(gpu_node_selector) if gpu_node_selector else None,
-        gpu_toleration=parse_toleration(gpu_toleration) if gpu_toleration else None,
-        parallelism=parallelism, train_timeout_s=train_timeout, train_retries=train_retries, secret_name=secret,
-        shm_size=shm_size, train_device=train_device,
+        output, registry=registry, gpu_node_selector=parse_node_selector(gpu_node_selector),
+        gpu_toleration=parse_toleration(gpu_toleration), parallelism=parallelism, train_timeout_s=train_timeout,
+        train_retries=train_retries, secret_name=secret, shm_size=shm_size, train_device=train_device,
     )
     typer.echo(f"wrote {path}")
 

@@ -61,9 +61,14 @@ def check_train_device(device: str) -> str:
 
 @dataclass(frozen=True)
 class CompileOptions:
+    """What is fixed when the pipeline is compiled. The defaults are stated here only: ``pipelines/compile.py``'s
+    options default to them."""
+
     registry: str = DEFAULT_REGISTRY
     parallelism: int = 4
-    gpu_node_selector: tuple[str, str] | None = None
+    gpu_node_selector: tuple[str, str] | None = ("nvidia.com/gpu.present", "true")
+    """(key, value) the train task's node must carry; the default is the label the NVIDIA GPU operator puts on GPU
+    nodes. None: no selector (the GPU request and the toleration alone place the pod)."""
     gpu_toleration: tuple[str, str | None, str] | None = ("nvidia.com/gpu", None, "NoSchedule")
     """(key, value or None for ``Exists``, effect)."""
     train_timeout_s: int = 24 * 3600
@@ -119,13 +124,28 @@ def build_pipeline(opts: CompileOptions | None = None):
     def mdfnet_pipeline(
         source_uri: str,
         grid: str = "paper-variants",
-        seeds: list = [0],  # noqa: B006 (KFP reads defaults from the signature)
-        config_overrides: list = [],  # noqa: B006
-        preprocess_overrides: list = [],  # noqa: B006
+        seeds: list[int] = [0],  # noqa: B006 (KFP reads defaults from the signature)
+        config_overrides: list[str] = [],  # noqa: B006
+        preprocess_overrides: list[str] = [],  # noqa: B006
         experiment: str = "mdfnet",
         registered_model: str = "mdfnet",
         max_steps: int = 0,
     ):
+        """The MDF-Net pipeline (the decorator's description is the one KFP shows).
+
+        Args:
+            source_uri: Local folder or ``s3://bucket/prefix`` holding the four PhysioNet downloads (REFLACX,
+                MIMIC-CXR-JPG, MIMIC-IV, MIMIC-IV-ED) or MIMIC-Eye's per-patient folders.
+            grid: The ablation grid to train: a file stem of ``pipelines/grids`` (embedded at compile time).
+            seeds: Seeds; every cell of the grid is trained once per seed.
+            config_overrides: ``TrainConfig`` overrides (``key=value``, e.g. ``train.epochs=5``), applied to every
+                cell after the grid's own settings.
+            preprocess_overrides: ``PreprocessConfig`` overrides (``key=value``, e.g. ``image_size=512``).
+            experiment: MLflow experiment of the pipeline run and its cell runs.
+            registered_model: MLflow registered model the best run becomes a version of (alias ``champion``
+                moves only if it is better).
+            max_steps: Stop each training after this many optimiser steps; 0 trains the configured epochs.
+        """
         joined = _with_secret(c["join"](source_uri=source_uri), opts).set_display_name("join")
         pre = _with_secret(c["preprocess"](joined=joined.outputs["joined"], overrides=preprocess_overrides), opts)
         items = c["expand_grid"](data=pre.outputs["data"], grids=grids, grid=grid, seeds=seeds,

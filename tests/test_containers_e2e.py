@@ -411,11 +411,11 @@ def test_steps_ran_in_the_step_images(e2e):
     started = e2e["started_images"]
     img = components.all_images(REGISTRY)
     n_cells = len(_grid_cells()) * len(SEEDS)
-    per_task = {"join": 1, "preprocess": 1, "grid": 1, "train": n_cells, "evaluate": n_cells, "compare": 1,
-                "register": 1}
+    per_loop_item = {"train", "evaluate"}  # the ParallelFor's tasks; every other step runs once
+    per_task = {row.image: n_cells if row.image in per_loop_item else 1 for row in components.step_images().values()}
     assert sorted(started) == sorted(img[step] for step, n in per_task.items() for _ in range(n)), started
 
-    config = json.loads(_docker("image", "inspect", "--format", "{{json .Config}}", img["grid"]).stdout)
+    config = json.loads(_docker("image", "inspect", "--format", "{{json .Config}}", img["expand-grid"]).stdout)
     baked = dict(e.split("=", 1) for e in config["Env"])["MDFNET_GIT_SHA"]
     assert len(baked) == 40 and baked != HOST_SHA
     parent, _ = _runs(e2e)

@@ -92,9 +92,13 @@ def build_tags(script: Path, *args: str, env: dict[str, str] | None = None) -> l
 
 # ------------------------------------------------------------------------------------------ layout
 def test_one_map_of_step_images_and_one_step_dockerfile():
-    assert STEPS == ("join", "preprocess", "grid", "train", "evaluate", "compare", "register")
-    assert set(STEP_IMAGES) == set(components.FUNCTIONS)  # every component runs in exactly one step image
-    assert STEP_IMAGES["expand_grid"].image == "grid"
+    # one name per step: the component, its module, its image (and compiled task) with '_' → '-'
+    assert list(STEP_IMAGES) == list(components.FUNCTIONS)  # every component runs in exactly one step image
+    modules = {p.stem for p in (ROOT / "components").glob("*.py")} - {"__init__"}
+    assert modules == set(components.FUNCTIONS)
+    for name, func in components.FUNCTIONS.items():
+        assert func.__name__ == name and func.__module__ == f"components.{name}"
+        assert STEP_IMAGES[name].image == name.replace("_", "-") == components.image_name(name)
     found = {p.parent.name for p in IMAGES.glob("*/Dockerfile")}
     assert found == set(ALL), f"unexpected Dockerfiles: {sorted(found - set(ALL))}"
     assert os.access(BUILD, os.X_OK) and (IMAGES / "README.md").is_file()
@@ -105,6 +109,26 @@ def test_one_map_of_step_images_and_one_step_dockerfile():
             components.step_images(bad)
     finally:
         bad.unlink()
+
+
+def test_functions_come_from_the_steps_file_with_clear_errors(tmp_path):
+    """``components.FUNCTIONS`` is read from ``components/steps.tsv``: a row naming a missing module, a component
+    module without a row, and an image not named after its component each fail, naming what is wrong."""
+    rows = components.STEPS_FILE.read_text().splitlines()
+    assert components.load_functions() == components.FUNCTIONS
+    cases = {
+        "missing module": (rows + ["frobnicate base frobnicate mdfnet"],
+                           r"component 'frobnicate' has no module components/frobnicate\.py"),
+        "module without a row": ([r for r in rows if not r.startswith("compare ")],
+                                 r"components/compare\.py has no row in .*steps\.tsv"),
+        "image not the component's name": ([r.replace("expand-grid ", "grid ") for r in rows],
+                                           r"steps\.tsv:\d+: the image of component 'expand_grid' is 'expand-grid'"),
+    }
+    for lines, message in cases.values():
+        path = tmp_path / "steps.tsv"
+        path.write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=message):
+            components.load_functions(path)
 
 
 def test_steps_file_is_package_data_of_components():
@@ -269,7 +293,7 @@ def test_base_targets_install_torch_only_in_base_torch():
 
 
 def test_torch_only_where_needed_and_slim_steps_import_without_torch():
-    """Only train and evaluate are built FROM base-torch; the other steps' import checks (the grid step's
+    """Only train and evaluate are built FROM base-torch; the other steps' import checks (expand-grid's
     included: it validates configs with the torch-free ``mdfnet.training.config``) must succeed in a Python that
     cannot import torch, i.e. they really run in the torch-free base."""
     bases = step_bases()
@@ -278,7 +302,7 @@ def test_torch_only_where_needed_and_slim_steps_import_without_torch():
     for s in torch_steps:
         assert "torch" in _import_check(s) and "mdfnet.training" in _import_check(s)
     slim = [s for s in STEPS if s not in torch_steps]
-    assert "grid" in slim and "mdfnet.training.config" in _import_check("grid")
+    assert "expand-grid" in slim and "mdfnet.training.config" in _import_check("expand-grid")
     modules = sorted({m for s in slim for m in _import_check(s)})
     assert "mdfnet.pipeline.steps" in modules and not any(m.split(".")[0] in ("torch", "torchvision") for m in modules)
     code = ("import sys\nfor m in ('torch', 'torchvision'): sys.modules[m] = None\n"

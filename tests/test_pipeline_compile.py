@@ -1,5 +1,6 @@
 """Compiled KFP package: golden file, strict protobuf parse, GPU train task (its /dev/shm, the device every cell asks
-for), step images, no secret values."""
+for), step images and task names from ``components/steps.tsv``, a description on every input and output, no secret
+values; ``compile.py``'s defaults are ``CompileOptions``'."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+import components
 import mdfnet
 from mdfnet.pipeline.grids import load_grids
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "pipelines" / "mdfnet_pipeline.yaml"
-STEPS = ("join", "preprocess", "grid", "train", "evaluate", "compare", "register")
+STEPS = tuple(row.image for row in components.step_images().values())
+"""The step images = the compiled tasks' names (the component names with ``_`` → ``-``), from steps.tsv."""
 FAKE_SECRETS = {"AWS_SECRET_ACCESS_KEY": "sekrit-aws-8c1f", "MLFLOW_TRACKING_PASSWORD": "sekrit-mlflow-2b9d",
                 "AWS_ACCESS_KEY_ID": "AKIAFAKEKEY123"}
 
@@ -70,19 +73,21 @@ def test_package_parses_strictly_and_has_the_expected_graph(default_text):
     docs, spec, platform, k8s = parse_strict(default_text)
     assert spec.pipeline_info.name == "mdfnet"
     root = spec.root.dag.tasks
-    assert set(root) == {"join", "preprocess", "expand-grid", "for-loop-1", "compare", "register"}
     loop = root["for-loop-1"]
     assert loop.iterator_policy.parallelism_limit == 4
     body = spec.components[loop.component_ref.name].dag.tasks
     assert set(body) == {"train", "evaluate"}
+    assert set(root) == set(STEPS) - set(body) | {"for-loop-1"}  # one task per step, named as its image
+    for name, task in {**root, **body}.items():
+        if name != "for-loop-1":
+            assert task.component_ref.name == f"comp-{name}"
     assert set(spec.root.input_definitions.parameters) == {
         "source_uri", "grid", "seeds", "config_overrides", "preprocess_overrides", "experiment", "registered_model",
         "max_steps"}
     # the grids travel inside the package (steps' images do not carry pipelines/grids)
     grids = json_format.MessageToDict(root["expand-grid"].inputs.parameters["grids"].runtime_value.constant)
     assert grids == load_grids(ROOT / "pipelines" / "grids")
-    assert set(k8s) == {f"exec-{s}" for s in ("join", "preprocess", "expand-grid", "train", "evaluate", "compare",
-                                              "register")}
+    assert set(k8s) == {f"exec-{s}" for s in STEPS}
     assert not body["train"].caching_options.enable_cache and not root["expand-grid"].caching_options.enable_cache
 
 
@@ -114,13 +119,13 @@ def test_every_step_runs_in_its_versioned_image_which_build_sh_builds(default_te
         images = {name: e["container"]["image"] for name, e in parse_strict(text)[1].deployment_spec["executors"].items()}
         steps = set()
         for image in images.values():
-            m = re.fullmatch(rf"{re.escape(registry)}/mdfnet-([a-z]+):{re.escape(mdfnet.__version__)}", image)
+            m = re.fullmatch(rf"{re.escape(registry)}/mdfnet-([a-z-]+):{re.escape(mdfnet.__version__)}", image)
             assert m, f"image {image!r} is not {registry}/mdfnet-<step>:{mdfnet.__version__}"
             steps.add(m.group(1))
         assert steps == set(STEPS)
-    import components
-
-    assert {s.image for s in components.step_images().values()} == set(STEPS)  # the rows images/build.sh builds
+        assert set(images) == {f"exec-{s}" for s in STEPS}  # each task runs in the image of its own name
+        assert all(image.split("/mdfnet-")[1].split(":")[0] == name.removeprefix("exec-")
+                   for name, image in images.items())
     for name in ("step", "base"):
         assert (ROOT / "images" / name / "Dockerfile").is_file(), f"images/{name}/Dockerfile missing"
 
@@ -219,3 +224,42 @@ def test_compile_cli_rejects_a_bad_shm_size_naming_it(tmp_path):
                          env=os.environ | {"COLUMNS": "200"})  # the error box unwrapped
     assert out.returncode == 2 and "'2GB'" in out.stderr and "--shm-size" in out.stderr
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_every_input_and_output_of_every_step_and_the_pipeline_has_a_description(default_text):
+    """The components' and the pipeline's docstrings (Google style ``Args:`` / ``Returns:``) reach the compiled spec,
+    which the KFP UI shows: every input and output of every step's component and every pipeline input carries one.
+    (The ParallelFor's own component has only compiler-made ``pipelinechannel--`` inputs.)"""
+    spec = next(yaml.safe_load_all(default_text))
+    steps = {name: c for name, c in spec["components"].items() if "executorLabel" in c}
+    assert set(steps) == {f"comp-{s}" for s in STEPS}
+    missing = []
+    for name, comp in [*steps.items(), ("root", spec["root"])]:
+        for kind in ("inputDefinitions", "outputDefinitions"):
+            for section in ("parameters", "artifacts"):
+                for key, definition in comp.get(kind, {}).get(section, {}).items():
+                    if not str(definition.get("description", "")).strip():
+                        missing.append(f"{name}.{kind}.{section}.{key}")
+    assert not missing, f"no description (add it to the docstring's Args/Returns): {missing}"
+    assert spec["root"]["inputDefinitions"]["parameters"]["seeds"]["description"].startswith("Seeds")
+    assert "Output" in spec["components"]["comp-compare"]["outputDefinitions"]["parameters"]
+
+
+def test_compile_cli_defaults_are_the_compile_options(monkeypatch, tmp_path):
+    """``compile.py`` with no options compiles ``CompileOptions()``: its defaults are derived, not restated."""
+    from typer.testing import CliRunner
+
+    from pipelines import compile as compile_cli
+    from pipelines.pipeline import CompileOptions
+
+    seen = {}
+    monkeypatch.setattr(compile_cli, "compile_pipeline", lambda output, **options: seen.update(options) or output)
+    monkeypatch.delenv("MDFNET_IMAGE_REGISTRY", raising=False)
+    result = CliRunner().invoke(compile_cli.app, ["--output", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 0, result.output
+    assert CompileOptions(**seen) == CompileOptions()
+    assert seen["gpu_node_selector"] == ("nvidia.com/gpu.present", "true")  # the NVIDIA GPU operator's label
+    for toleration in (("nvidia.com/gpu", None, "NoSchedule"), ("dedicated", "gpu", "NoExecute"), None):
+        assert compile_cli.parse_toleration(compile_cli.format_toleration(toleration)) == toleration
+    for selector in (("a/b", "c=d"), None):
+        assert compile_cli.parse_node_selector(compile_cli.format_node_selector(selector)) == selector

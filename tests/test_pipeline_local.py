@@ -1,5 +1,5 @@
 """The tiny pipeline end to end through ``kfp.local`` (SubprocessRunner): synthetic sources → join → preprocess →
-grid → train/evaluate per cell → compare → register, asserting what lands in a private sqlite MLflow store; then
+expand_grid → train/evaluate per cell → compare → register, asserting what lands in a private sqlite MLflow store; then
 a second run with a strictly worse model (no detection passes the score threshold: val AP 0 < the champion's) must
 not move the ``champion`` alias."""
 

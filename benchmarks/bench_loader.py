@@ -7,7 +7,7 @@ What is measured: the train split of a preprocessed folder (:class:`mdfnet.data.
 loads them: on unless ``--no-mask``) through :func:`mdfnet.training.loop._loader`, the DataLoader that training
 builds (``train.batch_size`` = ``--batch``, ``train.num_workers`` = ``--workers``, ``EpochSampler``, persistent
 workers, pinned memory when the device is CUDA). Each batch is uint8 ``[1,S,S]`` images, the clinical tensors
-and the targets, as ``train_step`` receives them. No model runs: this is the rate the input pipeline can feed.
+and the targets, as ``optimiser_step`` receives them. No model runs: this is the rate the input pipeline can feed.
 
 How: the folder is ``--data`` or one made with the project's own pipeline (:func:`prepare_folder`: synthetic
 sources with ``--studies`` studies, ``join``, ``preprocess`` at ``--size``), cached under ``--data-cache`` so

@@ -32,7 +32,7 @@ as float ``[3,S,S]`` in [0,1], converted once outside the timed region, since th
 clinical ``{numeric [B,9], categorical [B,1]}``, targets with 2 boxes per image except the last (none), kept
 on the host (pinned on CUDA) and moved to the device inside each step, as training does.
 
-- train: ``--steps`` calls of :func:`mdfnet.training.loop.train_step` per round (host → device copy, forward
+- train: ``--steps`` calls of :func:`mdfnet.training.loop.optimiser_step` per round (host → device copy, forward
   under autocast, loss, the per-step finiteness check, backward, SGD step);
 - inference: ``--steps`` eval-mode forward passes under ``torch.no_grad`` (images + clinical data only).
 
@@ -69,7 +69,7 @@ from mdfnet.training.checkpoint import TrainParts
 from mdfnet.training.config import TrainConfig, TrainSection
 from mdfnet.training.determinism import seed_everything
 from mdfnet.training.device import AMP_NAMES, cudnn_benchmark, resolve_amp, resolve_device
-from mdfnet.training.loop import build_parts, train_step
+from mdfnet.training.loop import build_parts, optimiser_step
 
 VARIANTS = ("baseline", "msf3d", "msf1d", "mdf")
 STOCK = "torchvision"
@@ -117,7 +117,7 @@ def pinned(batch: Batch) -> Batch:
 
 class StockDetector(nn.Module):
     """torchvision's stock detector behind MDF-Net's call signature (the clinical data are ignored), so that
-    ``train_step`` runs it unchanged."""
+    ``optimiser_step`` runs it unchanged."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -181,12 +181,12 @@ class Runner:
         return time.perf_counter() - t0
 
     def train_steps(self, steps: int) -> float:
-        """Seconds for ``steps`` calls of training's ``train_step`` on the batch."""
+        """Seconds for ``steps`` calls of training's ``optimiser_step`` on the batch."""
         self.parts.model.train()
 
         def step() -> None:
             self.steps_done += 1
-            losses, _ = train_step(self.parts, self.batch, 0.0, self.steps_done)
+            losses, _ = optimiser_step(self.parts, self.batch, 0.0, self.steps_done)
             self.loss_keys = sorted(losses)
 
         return self._timed(step, steps)

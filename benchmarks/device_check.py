@@ -14,7 +14,7 @@ so a run cut short keeps what it measured), and prints a progress line per step 
    ``train.amp=auto``'s choice, ``/dev/shm``, CPUs;
 2. train steps per variant × precision (fp32, bf16, fp16 on CUDA) × memory format (channels_last on CUDA), masks
    off, plus each variant with masks on at ``train.amp=auto`` (the paper's model): ``build_parts`` +
-   ``train_step`` on a loader-shaped synthetic batch of 4: ms/step, peak memory, finite losses, RoIAlign kernel;
+   ``optimiser_step`` on a loader-shaped synthetic batch of 4: ms/step, peak memory, finite losses, RoIAlign kernel;
 3. ``roi_align_cpu`` vs ``torchvision.ops.roi_align`` on the device: max |Δ| in fp32 and bf16, fwd+bwd time;
 4. ``train()`` end to end on a small synthetic set (2 loader workers), resumed, then loaded on the CPU in a
    process that sees no GPU;

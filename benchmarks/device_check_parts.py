@@ -197,9 +197,9 @@ def roi_kernels(model: torch.nn.Module) -> str:
 
 
 def timed_steps(ctx: Context, parts, clip: float, batch, warmup: int, steps: int) -> tuple[list[float], float]:
-    """``warmup`` then ``steps`` calls of ``train_step``; returns the timed steps' seconds and the last weighted
+    """``warmup`` then ``steps`` calls of ``optimiser_step``; returns the timed steps' seconds and the last weighted
     loss. CUDA peak memory counts from the first timed step (cuDNN's autotuner trials stay out of it)."""
-    from mdfnet.training.loop import train_step
+    from mdfnet.training.loop import optimiser_step
 
     seconds, total = [], math.nan
     for i in range(warmup + steps):
@@ -207,7 +207,7 @@ def timed_steps(ctx: Context, parts, clip: float, batch, warmup: int, steps: int
             torch.cuda.reset_peak_memory_stats(ctx.device)
         ctx.sync()
         t0 = time.perf_counter()
-        _, total = train_step(parts, batch, clip, i + 1)
+        _, total = optimiser_step(parts, batch, clip, i + 1)
         ctx.sync()
         if i >= warmup:
             seconds.append(time.perf_counter() - t0)

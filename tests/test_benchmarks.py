@@ -74,7 +74,7 @@ def test_synthetic_batch_is_what_the_loader_yields(bench, tiny_preprocessed):
 def test_stock_faster_rcnn_trains_on_its_four_losses(bench):
     from mdfnet.model import ModelConfig
     from mdfnet.training.config import TrainConfig, TrainSection
-    from mdfnet.training.loop import train_step
+    from mdfnet.training.loop import optimiser_step
 
     cfg = TrainConfig(model=ModelConfig(variant="baseline", use_mask=False, anchor_sizes=(8, 16, 32)),
                       train=TrainSection(device="cpu", amp="off"))
@@ -83,7 +83,7 @@ def test_stock_faster_rcnn_trains_on_its_four_losses(bench):
     before = [p.detach().clone() for p in parts.model.parameters()]
     batch = bench.stock_input(bench.synthetic_batch(2, 64, use_mask=False))
     parts.model.train()
-    losses, total = train_step(parts, batch, 0.0, 1)
+    losses, total = optimiser_step(parts, batch, 0.0, 1)
     assert sorted(losses) == sorted(loss_names(False)) and math.isfinite(total)
     assert any(not torch.equal(b, p) for b, p in zip(before, parts.model.parameters(), strict=True))
     parts.model.eval()

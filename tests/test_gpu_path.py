@@ -212,7 +212,7 @@ def test_a_train_step_reads_the_device_once(tiny_preprocessed, monkeypatch):
             return _real(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    losses, total = loop_mod.train_step(parts, batch, grad_clip_norm=1.0, step=1)
+    losses, total = loop_mod.optimiser_step(parts, batch, grad_clip_norm=1.0, step=1)
     monkeypatch.undo()
     assert reads == ["tolist"]
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}

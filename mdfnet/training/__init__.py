@@ -1,7 +1,7 @@
 """Training, by concern: :mod:`~mdfnet.training.config` (torch-free ``TrainConfig``),
 :mod:`~mdfnet.training.determinism` (exact resume), :mod:`~mdfnet.training.checkpoint` (one ``TrainState``, the run
 folder), :mod:`~mdfnet.training.inference` (``predict``, ``evaluate_split``) and :mod:`~mdfnet.training.loop`
-(``train``, ``train_step``). The config is imported eagerly (torch-free); the rest when one of its names is used.
+(``train``, ``optimiser_step``). The config is imported eagerly (torch-free); the rest when one of its names is used.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from mdfnet.training.config import DataConfig, EvalSection, TrainConfig, TrainSe
 from mdfnet.training.errors import NonFiniteLossError, TrainError
 
 _LAZY = {
-    "TrainResult": "loop", "train": "loop", "train_step": "loop", "resolve_amp": "device", "resolve_device": "device",
-    "SCHEDULES": "loop", "finite_or_raise": "loop",
+    "TrainResult": "loop", "train": "loop", "optimiser_step": "loop", "resolve_amp": "device",
+    "resolve_device": "device", "SCHEDULES": "loop", "finite_or_raise": "loop",
     "predict": "inference", "evaluate_split": "inference", "clinical_attribution": "attribution",
     "TrainState": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "CHECKPOINT_FORMAT": "checkpoint",

@@ -114,7 +114,7 @@ def finite_or_raise(losses: dict[str, torch.Tensor], total: torch.Tensor, step: 
     )
 
 
-def train_step(parts: TrainParts, batch, grad_clip_norm: float, step: int) -> tuple[dict[str, float], float]:
+def optimiser_step(parts: TrainParts, batch, grad_clip_norm: float, step: int) -> tuple[dict[str, float], float]:
     """One optimiser step on ``batch`` (images, clinical, targets); returns the loss terms and the weighted total.
 
     ``step`` (1-based, across resumes) only names the step in a :class:`NonFiniteLossError`. The host waits for the
@@ -184,7 +184,7 @@ def run_epoch(parts: TrainParts, loader: DataLoader, cfg: TrainConfig, val_ds: M
                total=batches_per_epoch, disable=not t.progress, leave=False)
     saved = time.monotonic()
     for batch in bar:
-        losses, total = train_step(parts, batch, t.grad_clip_norm, state.step + 1)
+        losses, total = optimiser_step(parts, batch, t.grad_clip_norm, state.step + 1)
         state.record_step(losses, total)
         bar.set_postfix(loss=f"{total:.3f}")
         if _reached(state, max_steps):

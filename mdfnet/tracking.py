@@ -127,7 +127,7 @@ def local_artifact_root(tracking_uri: str) -> str | None:
 
 
 def configure(cwd: str | Path | None = None) -> MlflowClient:
-    """Point MLflow (fluent API, model registry) at :func:`resolve_tracking_uri`; return a client for it.
+    """Point MLflow (fluent API, MLflow Model Registry) at :func:`resolve_tracking_uri`; return a client for it.
 
     Also turns MLflow's usage telemetry off unless the environment says otherwise (nothing leaves the machine).
     """

@@ -1,4 +1,4 @@
-"""A stand-in MLflow model for registry tests: registration and the champion rule only need *a* logged model
+"""A stand-in MLflow model for MLflow Model Registry tests: registration and the champion rule only need *a* logged model
 (the real one, :func:`mdfnet.serving.pyfunc.log_served_model`, is tested in ``test_serving_server.py``)."""
 
 from __future__ import annotations

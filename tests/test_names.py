@@ -127,3 +127,14 @@ def test_the_scan_sees_what_it_must_and_lets_through_what_it_may(tmp_path):
     assert hits == ["'mdfnet.a'", "'mlflow.note.content'", "'image.'"], hits
     hits = [h.rsplit(": ", 1)[1] for h in run_folder_literals(src)]
     assert hits == ["'checkpoints'", "'best.pt'", "'.sha256'"], hits
+
+
+def test_the_run_folder_is_the_documented_layout(tmp_path):
+    """The on-disk contract (README, resumable runs written before this module existed) in plain words."""
+    from mdfnet.training.run_folder import RunFolder
+
+    run = RunFolder(tmp_path)
+    assert (run.config, run.metrics) == (tmp_path / "config.yaml", tmp_path / "metrics.jsonl")
+    assert (run.last, run.best) == (tmp_path / "checkpoints" / "last.pt", tmp_path / "checkpoints" / "best.pt")
+    assert RunFolder.digest(run.last) == tmp_path / "checkpoints" / "last.pt.sha256"
+    assert RunFolder(str(tmp_path)) == run

@@ -1,7 +1,8 @@
 """Training, by concern: :mod:`~mdfnet.training.config` (torch-free ``TrainConfig``),
-:mod:`~mdfnet.training.determinism` (exact resume), :mod:`~mdfnet.training.checkpoint` (one ``TrainState``, the run
-folder), :mod:`~mdfnet.training.inference` (``predict``, ``evaluate_split``) and :mod:`~mdfnet.training.loop`
-(``train``, ``optimiser_step``). The config is imported eagerly (torch-free); the rest when one of its names is used.
+:mod:`~mdfnet.training.determinism` (exact resume), :mod:`~mdfnet.training.run_folder` (the run folder's file
+names), :mod:`~mdfnet.training.checkpoint` (one ``TrainState``), :mod:`~mdfnet.training.inference`
+(``predict``, ``evaluate_split``) and :mod:`~mdfnet.training.loop` (``train``, ``optimiser_step``). The config is
+imported eagerly (torch-free); the rest when one of its names is used.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ run as separate processes (``tests/servers.py``), each in its own process group,
 training run (``mdfnet.training.train`` on the 64 px ``tiny_preprocessed`` fixture, 2 optimiser steps) logs through
 :class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.serving.pyfunc.log_served_model`. The
 tests then read the metrics back from the server (``MlflowClient``) and list the bucket with boto3 to check the
-artefacts physically landed there, and exercise :func:`mdfnet.registry.register_champion` on the server's
+artefacts physically landed there, and exercise :func:`mdfnet.champion.register_champion` on the server's
 registry.
 
 The client is given no S3 credentials or endpoint: with ``--artifacts-destination`` the server writes to S3 and

@@ -7,7 +7,7 @@ training run (``mdfnet.training.train`` on the 64 px ``tiny_preprocessed`` fixtu
 :class:`mdfnet.tracking.MlflowLogger`; its model is logged with :func:`mdfnet.serving.pyfunc.log_served_model`. The
 tests then read the metrics back from the server (``MlflowClient``) and list the bucket with boto3 to check the
 artefacts physically landed there, and exercise :func:`mdfnet.champion.register_champion` on the server's
-registry.
+Model Registry.
 
 The client is given no S3 credentials or endpoint: with ``--artifacts-destination`` the server writes to S3 and
 the client only talks HTTP, which is how a pod without S3 credentials logs on a cluster.

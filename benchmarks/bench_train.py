@@ -58,6 +58,7 @@ from typing import Any
 
 import torch
 from bench_loader import LoaderRunner, add_loader_args, open_loader
+from synthetic_batch import Batch, synthetic_batch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.rpn import AnchorGenerator
@@ -77,29 +78,6 @@ ROWS = (*VARIANTS, STOCK)
 QUICK = {"size": 64, "batch": 2, "steps": 1, "warmup": 1, "rounds": 2, "studies": 24, "loader_batches": 4}
 """``--quick`` defaults (explicit flags still win)."""
 
-Batch = tuple[list[torch.Tensor], dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]
-
-
-def synthetic_batch(batch: int, size: int, use_mask: bool, seed: int = 0) -> Batch:
-    """``batch`` uint8 ``[1,S,S]`` images (as the loader yields them), clinical ``{numeric [B,9], categorical
-    [B,1]}``, targets with 2 boxes per image except the last (no boxes); host tensors."""
-    g = torch.Generator().manual_seed(seed)
-    images = [torch.randint(0, 256, (1, size, size), dtype=torch.uint8, generator=g) for _ in range(batch)]
-    clinical = {"numeric": torch.randn(batch, 9, generator=g), "categorical": torch.randint(1, 3, (batch, 1), generator=g)}
-    targets = []
-    for i in range(batch):
-        n = 0 if i == batch - 1 else 2
-        xy = torch.rand(n, 2, generator=g) * size * 0.5
-        wh = (torch.rand(n, 2, generator=g) * 0.4 + 0.1) * size
-        boxes = torch.cat([xy, (xy + wh).clamp(max=size)], dim=1)
-        t = {"boxes": boxes, "labels": torch.randint(1, 6, (n,), generator=g)}
-        if use_mask:
-            masks = torch.zeros(n, size, size, dtype=torch.uint8)
-            for j, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
-                masks[j, y0:y1, x0:x1] = 1
-            t["masks"] = masks
-        targets.append(t)
-    return images, clinical, targets
 
 
 def stock_input(batch: Batch) -> Batch:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from synthetic_batch import synthetic_batch
 
 Row = dict[str, Any]
 
@@ -145,34 +146,6 @@ def step_configs(ctx: Context) -> list[StepConfig]:
     return first + masked + [c for c in rest if c not in first]
 
 
-def synthetic_batch(size: int, masks: bool, pin: bool, seed: int = 0) -> tuple[list, dict, list]:
-    """A batch shaped as the loader yields it (``collate_detection``): ``BATCH`` uint8 grey images ``[1,S,S]``,
-    clinical ``{"numeric": float [B,9], "categorical": int64 [B,1] in 1..2}``, targets with 2 boxes per image
-    except the last (none), labels 1..5 and uint8 filled-box masks ``[N,S,S]`` when ``masks``; pinned if ``pin``."""
-    g = torch.Generator().manual_seed(seed)
-    images = [torch.randint(0, 256, (1, size, size), generator=g, dtype=torch.uint8) for _ in range(BATCH)]
-    clinical = {"numeric": torch.randn(BATCH, 9, generator=g),
-                "categorical": torch.randint(1, 3, (BATCH, 1), generator=g)}
-    targets = []
-    for i in range(BATCH):
-        n = 0 if i == BATCH - 1 else 2
-        xy = torch.rand(n, 2, generator=g) * size * 0.5
-        wh = (torch.rand(n, 2, generator=g) * 0.4 + 0.1) * size
-        boxes = torch.cat([xy, (xy + wh).clamp(max=size)], dim=1)
-        target = {"boxes": boxes, "labels": torch.randint(1, 6, (n,), generator=g)}
-        if masks:
-            m = torch.zeros(n, size, size, dtype=torch.uint8)
-            for j, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
-                m[j, y0:y1, x0:x1] = 1
-            target["masks"] = m
-        targets.append(target)
-    if pin:
-        images = [im.pin_memory() for im in images]
-        clinical = {k: v.pin_memory() for k, v in clinical.items()}
-        targets = [{k: v.pin_memory() for k, v in t.items()} for t in targets]
-    return images, clinical, targets
-
-
 def build_train_parts(ctx: Context, variant: str, precision: str, channels_last: bool, masks: bool,
                       size: int | None = None):
     """``mdfnet.training.loop.build_parts`` itself (model, uncertainty loss, SGD, GradScaler on for fp16, cuDNN
@@ -223,7 +196,7 @@ def measure_steps(ctx: Context, sc: StepConfig) -> Row:
         return {**row, "status": "n/a: fp16 needs CUDA"}
     parts, clip = build_train_parts(ctx, sc.variant, sc.precision, sc.channels_last, sc.masks)
     try:
-        batch = synthetic_batch(ctx.size, sc.masks, pin=ctx.cuda)
+        batch = synthetic_batch(BATCH, ctx.size, sc.masks, pin=ctx.cuda)
         seconds, total = timed_steps(ctx, parts, clip, batch, ctx.warmup, ctx.steps)
         kernel = roi_kernels(parts.model)
         row.update(ms_per_step=1000 * statistics.median(seconds), step_ms=[1000 * s for s in seconds],
@@ -312,7 +285,7 @@ def throughput(ctx: Context) -> Row:
     if ctx.left() < need:
         return {"ok": True, "skipped": f"budget ({ctx.left():.0f} s left, ~{need:.0f} s needed)"}
     runners = {v: build_train_parts(ctx, v, precision, True, False, size) for v in ("baseline", "mdf")}
-    batch = synthetic_batch(size, False, pin=ctx.cuda)
+    batch = synthetic_batch(BATCH, size, False, pin=ctx.cuda)
     ips: dict[str, list[float]] = {v: [] for v in runners}
     try:
         for v, (parts, clip) in runners.items():

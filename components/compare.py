@@ -18,9 +18,9 @@ def compare(
         table: The comparison of all cells (Markdown).
         page: The pipeline run's report, or the comparison table's page when the report failed (HTML).
     """
-    from mdfnet.pipeline import reports, steps
+    from mdfnet.pipeline import outputs, steps
 
     res = steps.compare_step(results)
-    reports.write_text(table.path, res["markdown"])
-    reports.write_text(page.path, res["html"])
+    outputs.write_text(table.path, res["markdown"])
+    outputs.write_text(page.path, res["html"])
     return res["best"]

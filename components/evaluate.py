@@ -22,10 +22,10 @@ def evaluate(
         predictions: ``metrics.json``, COCO ground truth and predictions per split.
         plots: PR curves, counts and the score sweep on test (HTML).
     """
-    from mdfnet.pipeline import reports, steps
+    from mdfnet.pipeline import outputs, steps
 
     res = steps.evaluate_step(model.path, data.path, predictions.path)
     for key, value in sorted(res["metrics"].items()):
         metrics.log_metric(key.replace("/", "."), value)
-    reports.copy_file(f"{predictions.path}/plots.html", plots.path)
+    outputs.copy_file(f"{predictions.path}/plots.html", plots.path)
     return res

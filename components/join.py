@@ -26,10 +26,10 @@ def join(
         joined: The joined tables and images (metadata: ``readings``, ``boxes``).
         report: The exclusion report (Markdown).
     """
-    from mdfnet.pipeline import reports, steps
+    from mdfnet.pipeline import outputs, steps
 
     res = steps.join_step(source_uri, joined.path, keep_negatives=keep_negatives, min_certainty=min_certainty,
                           keep_discarded_eye_tracking=keep_discarded_eye_tracking)
-    reports.write_text(report.path, res.pop("report_markdown"))
+    outputs.write_text(report.path, res.pop("report_markdown"))
     joined.metadata.update({"readings": res["n_kept"], "boxes": res["n_boxes"]})
     return res

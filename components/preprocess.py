@@ -21,9 +21,9 @@ def preprocess(
             ``split.<name>``).
         report: The cleaning and split report (Markdown).
     """
-    from mdfnet.pipeline import reports, steps
+    from mdfnet.pipeline import outputs, steps
 
     res = steps.preprocess_step(joined.path, data.path, [str(o) for o in overrides])
-    reports.write_text(report.path, res.pop("report_markdown"))
+    outputs.write_text(report.path, res.pop("report_markdown"))
     data.metadata.update({"images": res["n_images"], **{f"split.{k}": v for k, v in res["splits"].items()}})
     return res

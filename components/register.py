@@ -19,9 +19,9 @@ def register(
             and ``champion_version`` after it.
         decision: The new version, the reason and the champion (Markdown, for the KFP UI).
     """
-    from mdfnet.pipeline import reports, steps
+    from mdfnet.pipeline import outputs, steps
 
     res = steps.register_step(best, model_name)
-    reports.write_text(decision.path, f"# {model_name} v{res['version']}\n\n{res['reason']}\n\n"
+    outputs.write_text(decision.path, f"# {model_name} v{res['version']}\n\n{res['reason']}\n\n"
                                       f"champion: v{res['champion_version']}\n")
     return res

@@ -1,4 +1,4 @@
-"""Files for KFP's artefact viewers: the components write the steps' Markdown and HTML (rendered by
+"""KFP output files: the components write the steps' Markdown and HTML (rendered by
 :mod:`mdfnet.report.render`) and copy their pages to their outputs with these."""
 
 from __future__ import annotations

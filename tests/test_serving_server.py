@@ -244,3 +244,105 @@ def test_cli_errors_name_the_problem(served, tiny_joined, tiny_preprocessed, tmp
     bad.write_bytes(image.read_bytes()[:200])
     assert "cannot decode image" in run(values, bad)
     assert "cannot read image" in run(values, tmp_path / "absent.jpg")
+
+
+def _pandas_frames(records: list[dict]) -> dict[str, pd.DataFrame]:
+    """The same readings as pandas reads source tables: ``float`` (float64 numbers, ``NaN`` gaps), ``int``
+    (integral gap-free columns int64, as pandas reads MIMIC's ``anchor_age``) and ``str`` (numbers as text, gaps
+    ``""`` or ``None``); pain as text in all three. Row 0 has gaps in heartrate and pain."""
+    from mdfnet.serving.inputs import FIELDS, TEXT_FIELDS
+
+    numeric = [f for f in FIELDS if f not in TEXT_FIELDS]
+    base = pd.DataFrame(records)
+    floats = base.copy()
+    for f in numeric:
+        floats[f] = pd.to_numeric(base[f]).astype("float64")
+    floats["age"] = floats["age"].round()
+    floats.loc[0, "heartrate"] = np.nan
+    floats["pain"] = floats["pain"].astype(object)
+    floats.loc[0, "pain"] = None
+    ints = floats.copy()
+    for f in numeric:
+        if floats[f].notna().all() and (floats[f] == floats[f].round()).all():
+            ints[f] = floats[f].astype("int64")
+    texts = floats.copy()
+    for f in numeric:
+        texts[f] = [("" if np.isnan(v) else str(v)) for v in floats[f]]
+    texts.loc[0, "heartrate"] = None
+    assert ints["age"].dtype == np.int64 and floats["temperature"].dtype == np.float64
+    return {"float": floats, "int": ints, "str": texts}
+
+
+def _split(frame: pd.DataFrame) -> dict:
+    """``frame`` as MLflow's ``dataframe_split`` JSON (gaps as ``null``)."""
+    return {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+
+
+def _same_detections(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
+    assert len(got) == len(want) > 0, what
+    np.testing.assert_allclose(got[["score", *BOX]].to_numpy(), want[["score", *BOX]].to_numpy(), atol=1e-5,
+                               err_msg=what)
+    assert got["study"].astype(str).tolist() == want["study"].tolist(), what
+    assert got["label"].tolist() == want["label"].tolist(), what
+
+
+def test_pyfunc_takes_a_dataframe_as_pandas_reads_it_in_python_cli_and_http(served, tiny_joined,
+                                                                           tiny_preprocessed, tmp_path):
+    """Issue 21: int64, float, numbers as text and NaN/None columns give the same detections in
+    ``load_model(...).predict``, ``mlflow models predict -i studies.csv`` / ``.json`` and over HTTP, and an
+    implausible value is refused in each path naming row, field, value and range."""
+    import subprocess
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    records, _ = _requests(tiny_joined, tiny_preprocessed)
+    frames = _pandas_frames(records)
+    bad = frames["int"].copy()
+    bad["o2sat"] = bad["o2sat"].astype(object)
+    bad.loc[1, "o2sat"] = 250
+    refusal = "row 1: o2sat=250.0 is outside the plausible range 50-100"
+
+    # the CLI in subprocesses (started first: they run while the in-process checks below do)
+    frames["int"].to_csv(tmp_path / "studies.csv", index=False)
+    (tmp_path / "studies.json").write_text(json.dumps(_split(frames["int"])))
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    mlflow_bin = binary("mlflow", "mlflow>=3.17,<4")
+    procs = {}
+    try:
+        for name, kind in (("studies.csv", "csv"), ("studies.json", "json"), ("bad.csv", "csv")):
+            argv = [mlflow_bin, "models", "predict", "-m", f"models:/{MODEL}@champion", "-i",
+                    str(tmp_path / name), "-t", kind, "-o", str(tmp_path / f"{name}.out"), "--env-manager", "local"]
+            procs[name] = subprocess.Popen(argv, env=served["env"], stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, text=True)
+
+        mlflow.set_tracking_uri(served["uri"])
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        want = model.predict(frames["float"])
+        assert set(want["study"]) == {r["study"] for r in records}
+        for kind in ("int", "str"):
+            _same_detections(model.predict(frames[kind]), want, f"python {kind}")
+        for kind in ("int", "str"):
+            status, body = _post(f"{served['url']}/invocations", _split(frames[kind]))
+            assert status == 200, (kind, body)
+            _same_detections(pd.DataFrame(body["predictions"]), want, f"http {kind}")
+        with pytest.raises(MlflowException, match=refusal):
+            model.predict(bad)
+        text_bad = frames["str"].copy()
+        text_bad.loc[1, "o2sat"] = "250"
+        with pytest.raises(MlflowException, match=refusal):  # the value as parsed: 250.0
+            model.predict(text_bad)
+        status, body = _post(f"{served['url']}/invocations", _split(bad))
+        assert status == 400 and refusal in body.get("message", ""), body
+
+        outputs = {name: p.communicate(timeout=300)[0] for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for name in ("studies.csv", "studies.json"):
+        assert procs[name].returncode == 0, outputs[name]
+        got = json.loads((tmp_path / f"{name}.out").read_text())
+        _same_detections(pd.DataFrame(got["predictions"] if isinstance(got, dict) else got), want, name)
+    assert procs["bad.csv"].returncode != 0 and refusal in outputs["bad.csv"], outputs["bad.csv"]

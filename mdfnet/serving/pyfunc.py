@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mdfnet.serving.inputs import FIELDS, TEXT_FIELDS, RequestError, example_request
+from mdfnet.serving.inputs import FIELDS, RequestError, example_request
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -34,13 +34,22 @@ MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
 def signature():
-    """Inputs: ``image`` (base64 text), the ten clinical fields (numbers, except ``pain``/``gender`` as text;
-    all required columns, null allowed), optional ``study``. Outputs: one row per detection."""
+    """Inputs: ``image`` (base64 text), the ten clinical fields (all required columns), optional ``study`` (id).
+    Outputs: one row per detection.
+
+    The clinical fields and ``study`` are typed ``Any``: a table as pandas reads the source tables (ages int64,
+    vitals float64, numbers as text, ``NaN``/``None``, pain as text) reaches
+    :func:`~mdfnet.serving.inputs.clean_request`, the one place that parses and checks them, in every path
+    (``load_model(...).predict``, ``mlflow models predict -i`` CSV/JSON, HTTP JSON). A ``double`` column made
+    MLflow refuse int64 and numbers as text before ``predict`` ("Can not safely convert int64 to float64").
+    Cost: MLflow 3.17's HTTP server refuses ``Content-Type: text/csv`` bodies for a signature with ``Any``
+    columns (it reads CSV with the signature's pandas dtypes); send JSON (``dataframe_split``) over HTTP."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType
 
-    inputs = [ColSpec("string", "image"), ColSpec("string", "study", required=False)]
-    inputs += [ColSpec("string" if f in TEXT_FIELDS else "double", f) for f in FIELDS]
+    inputs = [ColSpec("string", "image"), ColSpec(AnyType(), "study", required=False)]  # MIMIC's ids are int64
+    inputs += [ColSpec(AnyType(), f) for f in FIELDS]
     outputs = [ColSpec("string", "study"), ColSpec("string", "label"), ColSpec("double", "score"),
                *(ColSpec("double", c) for c in ("xmin", "ymin", "xmax", "ymax"))]
     params = ParamSchema([ParamSpec("score_threshold", "double", 0.0)])

@@ -69,11 +69,13 @@ _YAML_BOOL_WORDS = {False: ("off", "false", "no"), True: ("on", "true", "yes")}
 def _as_literal(value: Any, allowed: tuple[Any, ...], key: str) -> Any:
     """``value`` if it is one of ``allowed``; a YAML boolean stands for the one allowed word that YAML reads as it
     (``train.amp: off`` and ``--set train.amp=off`` both arrive as ``False`` and mean ``"off"``)."""
-    if isinstance(value, bool) and value not in allowed:
+    if isinstance(value, bool):  # compared by identity: True == 1 must not match a literal 1
+        if any(a is value for a in allowed):
+            return value
         words = [w for w in _YAML_BOOL_WORDS[value] if w in allowed]
         if len(words) == 1:
             return words[0]
-    if value in allowed and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed)):
+    elif value in allowed:
         return value
     raise ConfigError(f"{key}: value {value!r} is not one of {list(allowed)}")
 

@@ -62,14 +62,13 @@ def cuda_problem(device: torch.device) -> str | None:
     if torch.version.cuda is None:
         return f"this torch ({torch.__version__}) is a CPU-only build; install the CUDA wheels of torch"
     build = f"torch {torch.__version__} is built for CUDA {torch.version.cuda}"
-    driver = driver_version()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         available = torch.cuda.is_available()
     if not available:
         said = "; ".join(str(w.message).strip() for w in caught) or "torch.cuda.is_available() is False"
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        return (f"{said} ({build}, NVIDIA driver {driver or 'not found'}"
+        return (f"{said} ({build}, NVIDIA driver {driver_version() or 'not found'}"
                 + (f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "") + ")")
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
@@ -77,7 +76,8 @@ def cuda_problem(device: torch.device) -> str | None:
     try:
         torch.zeros(1, device=device).add_(1).cpu()
     except RuntimeError as e:
-        return f"a tensor could not be made on {device}: {e} ({build}, NVIDIA driver {driver or 'unknown'})"
+        driver = driver_version() or "unknown"
+        return f"a tensor could not be made on {device}: {e} ({build}, NVIDIA driver {driver})"
     return None
 
 

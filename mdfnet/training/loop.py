@@ -150,7 +150,7 @@ def validate(parts: TrainParts, cfg: TrainConfig, val_ds: MDFDataset, state: Tra
     In fp32 even when training uses autocast: the AP that picks ``best.pt`` is the one the evaluate step computes
     for it (bf16 would put every box coordinate above 256 px on a 2-px grid)."""
     t1 = time.perf_counter()
-    args = (cfg.train.batch_size, cfg.model.box_detections_per_img, cfg.model.box_score_thresh, parts.device, None)
+    args = (cfg.train.batch_size, cfg.model.box_detections_per_img, cfg.model.box_score_thresh, parts.device)
     res = evaluate_split(parts.model, val_ds, *args)
     ap = float(res.ap)
     metrics.update({"val/ap": ap, "val/ar": float(res.ar), "time/val_s": time.perf_counter() - t1})

@@ -240,8 +240,10 @@ class BootstrapResult:
 
 
 # ------------------------------------------------------------------------------------------------- public
-def _prepare(gt: dict | GroundTruth, dets: list, overlap: str, thresholds: Sequence[float], max_dets: int,
-             score_threshold: float) -> tuple[GroundTruth, Matches]:
+def match_detections(gt: dict | GroundTruth, dets: list, overlap: str, thresholds: Sequence[float], max_dets: int,
+                     score_threshold: float) -> tuple[GroundTruth, Matches]:
+    """Validate the parameters and inputs, keep detections with ``score >= score_threshold`` and match them at
+    every threshold (:func:`mdfnet.evaluation.matching.match`): what AP, the bootstrap and FROC are computed from."""
     overlap_fn = get_overlap(overlap)
     thr = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     if thr.ndim != 1 or len(thr) == 0 or not np.all((thr >= 0) & (thr <= 1)):
@@ -269,7 +271,7 @@ def evaluate(
 
     Raises :class:`EvaluationError` for malformed inputs, ``ValueError`` for bad parameters.
     """
-    g, m = _prepare(gt, dets, overlap, thresholds, max_dets, score_threshold)
+    g, m = match_detections(gt, dets, overlap, thresholds, max_dets, score_threshold)
     acc = accumulate(m, g.num_categories)
     result = EvalResult(
         overlap=overlap,
@@ -327,6 +329,38 @@ def _replicated_class(m: Matches, k: int, idx: np.ndarray, weights: np.ndarray, 
     return ap, ar
 
 
+def percentile_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The central ``confidence`` percentile interval of the finite ``samples``; (NaN, NaN) when there are none."""
+    samples = np.asarray(samples, dtype=np.float64)
+    samples = samples[np.isfinite(samples)]
+    if len(samples) == 0:
+        return (math.nan, math.nan)
+    alpha = 100 * (1 - confidence) / 2
+    lo, hi = np.percentile(samples, (alpha, 100 - alpha))
+    return (float(lo), float(hi))
+
+
+def _replicates(g: GroundTruth, m: Matches, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AP and AR per class, Float64[n, K], in each replicate given by the image ``weights`` [n, I]."""
+    n, K = len(weights), g.num_categories
+    ap, ar = np.full((n, K), np.nan), np.full((n, K), np.nan)
+    for k, idx in enumerate(ranked_by_category(m, K)):
+        ap[:, k], ar[:, k] = _replicated_class(m, k, idx, weights, len(m.thresholds))
+    return ap, ar
+
+
+def replicate_ap(gt: dict | GroundTruth, dets: list, weights: np.ndarray, overlap: str = "iobb",
+                 thresholds: Sequence[float] = (0.5,), max_dets: int = 10, score_threshold: float = 0.05) -> np.ndarray:
+    """Overall AP Float64[n] of ``dets`` in each replicate given by image ``weights`` Float64[n, I] (how often each
+    image, in ascending id order, is drawn: :func:`resample_images`); NaN where a replicate holds no ground truth.
+    The same ``weights`` for two detection lists give the paired bootstrap (:mod:`mdfnet.evaluation.paired`)."""
+    g, m = match_detections(gt, dets, overlap, thresholds, max_dets, score_threshold)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[1] != g.num_images:
+        raise ValueError(f"weights must be [n, {g.num_images}] (one column per image), got shape {weights.shape}")
+    return _nanmean(_replicates(g, m, weights)[0], axis=1)
+
+
 def bootstrap(
     gt: dict | GroundTruth,
     dets: list,
@@ -347,38 +381,18 @@ def bootstrap(
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    g, m = _prepare(gt, dets, overlap, thresholds, max_dets, score_threshold)
-    n_img, K, T = g.num_images, g.num_categories, len(m.thresholds)
-    if n_img == 0:
+    g, m = match_detections(gt, dets, overlap, thresholds, max_dets, score_threshold)
+    if g.num_images == 0:
         raise EvaluationError("ground truth has no images to resample")
-    weights = resample_images(n_img, n, seed).astype(np.float64)  # [n, I] times each image was drawn
-
-    ap = np.full((n, K), np.nan)
-    ar = np.full((n, K), np.nan)
-    for k, idx in enumerate(ranked_by_category(m, K)):
-        ap[:, k], ar[:, k] = _replicated_class(m, k, idx, weights, T)
-
-    alpha = 100 * (1 - confidence) / 2
-    q = (alpha, 100 - alpha)
-
-    def interval(samples: np.ndarray) -> tuple[float, float]:
-        samples = samples[~np.isnan(samples)]
-        if len(samples) == 0:
-            return (math.nan, math.nan)
-        lo, hi = np.percentile(samples, q)
-        return (float(lo), float(hi))
+    ap, ar = _replicates(g, m, resample_images(g.num_images, n, seed).astype(np.float64))
 
     ap_all, ar_all = _nanmean(ap, axis=1), _nanmean(ar, axis=1)
-    return BootstrapResult(
-        n=n,
-        seed=seed,
-        confidence=confidence,
-        ap=interval(ap_all),
-        ar=interval(ar_all),
-        per_class={name: {"ap": interval(ap[:, k]), "ar": interval(ar[:, k])} for k, name in enumerate(g.category_names)},
-        samples_ap=ap_all,
-        samples_ar=ar_all,
-    )
+    per_class = {name: {"ap": percentile_interval(ap[:, k], confidence), "ar": percentile_interval(ar[:, k], confidence)}
+                 for k, name in enumerate(g.category_names)}
+    return BootstrapResult(n=n, seed=seed, confidence=confidence, ap=percentile_interval(ap_all, confidence),
+                           ar=percentile_interval(ar_all, confidence), per_class=per_class, samples_ap=ap_all,
+                           samples_ar=ar_all)
 
 
-__all__ = ["REC_THRS", "BootstrapResult", "EvalResult", "bootstrap", "evaluate", "resample_images", "sweep"]
+__all__ = ["REC_THRS", "BootstrapResult", "EvalResult", "bootstrap", "evaluate", "percentile_interval", "replicate_ap",
+           "resample_images", "sweep"]

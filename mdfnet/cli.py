@@ -224,22 +224,54 @@ def export_coco_cmd(
 def predict_cmd(
     model: Annotated[str, typer.Option("--model", help="models:/NAME@champion (or /VERSION), runs:/..., a run "
                                        "folder or a .pt checkpoint.")],
-    image: Annotated[Path, typer.Option("--image", help="Chest X-ray: JPEG, PNG or DICOM (.dcm).")],
-    clinical: Annotated[Path, typer.Option("--clinical", help="JSON object with age, gender, temperature, heartrate, "
-                                           "resprate, o2sat, sbp, dbp, pain, acuity (null if unknown).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Also draw the labelled boxes into this PNG.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="One chest X-ray: JPEG, PNG or DICOM (.dcm).")] = None,
+    clinical: Annotated[Path | None, typer.Option("--clinical", help="With --image: JSON object with age, gender, "
+                                                  "temperature, heartrate, resprate, o2sat, sbp, dbp, pain, acuity "
+                                                  "(null if unknown).")] = None,
+    batch: Annotated[Path | None, typer.Option("--batch", help="studies.csv: one row per study, columns image (file "
+                                               "name under --images), [study,] and the ten triage fields.")] = None,
+    images: Annotated[Path | None, typer.Option("--images", help="With --batch: the folder the image names are "
+                                                "relative to.")] = None,
+    from_split: Annotated[Path | None, typer.Option("--from-split", help="Batch-score a preprocessed folder's "
+                                                    "--split (writes its studies.csv beside --out first).")] = None,
+    split: Annotated[str, typer.Option("--split", help="With --from-split: train, val or test.")] = "test",
+    out: Annotated[Path | None, typer.Option("--out", help="--image: draw the labelled boxes into this PNG. Batch: "
+                                             "predictions .parquet (or COCO results .json); exclusions.csv "
+                                             "beside it.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Per detection: the class-score change when each "
+                                          "triage value is replaced by the train median.")] = False,
     score_threshold: Annotated[float, typer.Option("--score-threshold", help="Drop detections scoring below.")] = 0.0,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Batch: studies per model call.")] = 32,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                                                      help="MLflow store for models:/ URIs.")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Preprocessed folder, only for checkpoints written "
                                               "before they stored the preprocessing state.")] = None,
 ) -> None:
-    """Detect the 5 lesions on one X-ray with its triage values; print the detections as JSON (original pixels)."""
-    import json
+    """Detect the 5 lesions on one X-ray with its triage values (print the detections as JSON, original pixels),
+    or on a batch of studies (--batch / --from-split: a Parquet or COCO file, exclusions.csv, throughput)."""
     import os
 
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    modes = [name for name, given in (("--image", image), ("--batch", batch), ("--from-split", from_split)) if given]
+    if len(modes) != 1:
+        _fail(f"give exactly one of --image, --batch or --from-split (got {', '.join(modes) or 'none'})")
+    if image is not None:
+        if clinical is None:
+            _fail("--image needs --clinical (a JSON file of the ten triage fields)")
+        _predict_one(model, image, clinical, out, explain, score_threshold, data)
+    else:
+        if out is None:
+            _fail("batch scoring needs --out (predictions .parquet or COCO results .json)")
+        if batch is not None and images is None:
+            _fail("--batch needs --images (the folder the studies' image names are relative to)")
+        _predict_batch(model, batch, images, from_split, split, out, explain, score_threshold, chunk_size, data)
+
+
+def _predict_one(model: str, image: Path, clinical: Path, out: Path | None, explain: bool, score_threshold: float,
+                 data: Path | None) -> None:
+    import json
+
     from mdfnet.serving.inputs import RequestError, encode_image, request_frame
     from mdfnet.serving.predictor import ModelSourceError, open_model
     from mdfnet.training.errors import TrainError
@@ -253,16 +285,63 @@ def predict_cmd(
     try:
         data_bytes = image.read_bytes()
         frame = request_frame([{"study": image.stem, "image": encode_image(data_bytes), **values}])
-        detections = open_model(model, data)(frame, score_threshold)
+        detections = open_model(model, data)(frame, score_threshold, explain=explain)
     except OSError as e:
         _fail(f"cannot read image {image}: {e}")
     except (RequestError, ModelSourceError, TrainError, ValueError) as e:
         _fail(str(e))
-    typer.echo(json.dumps(detections.to_dict("records"), indent=2))
+    if explain:
+        from mdfnet.serving.explain import detection_line
+
+        typer.echo(json.dumps(json.loads(detections.to_json(orient="records", double_precision=15)), indent=2,
+                              ensure_ascii=False))
+        for d in detections.to_dict("records"):
+            typer.echo(detection_line(d), err=True)
+    else:
+        typer.echo(json.dumps(detections.to_dict("records"), indent=2))
     if out is not None:
         from mdfnet.serving.draw import draw_detections
 
         typer.echo(f"wrote {draw_detections(data_bytes, detections, out)}", err=True)
+
+
+def _predict_batch(model: str, batch: Path | None, images: Path | None, from_split: Path | None, split: str,
+                   out: Path, explain: bool, score_threshold: float, chunk_size: int, data: Path | None) -> None:
+    from mdfnet.serving.batch import (
+        STUDIES_FILE,
+        BatchError,
+        read_studies,
+        score_batch,
+        studies_from_split,
+        write_batch,
+    )
+    from mdfnet.serving.explain import top_reason_counts
+    from mdfnet.serving.inputs import RequestError
+    from mdfnet.serving.predictor import ModelSourceError, open_model
+    from mdfnet.training.errors import TrainError
+
+    try:
+        if from_split is not None:
+            table, images = studies_from_split(from_split, split)
+            batch = out.parent / STUDIES_FILE
+            batch.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(batch, index=False)
+            typer.echo(f"wrote {batch}: {len(table)} studies of split {split!r} (images under {images})")
+        studies = read_studies(batch)
+        score = open_model(model, data)
+        result = score_batch(score, studies, images, score_threshold=score_threshold, explain=explain,
+                             chunk_size=chunk_size)
+        files = write_batch(result, out)
+    except (BatchError, RequestError, ModelSourceError, TrainError, ValueError, OSError) as e:
+        _fail(str(e))
+    per_study = 1000 * result.seconds / max(result.n_scored, 1)
+    typer.echo(f"scored {result.n_scored} of {result.n_studies} studies in {result.seconds:.1f} s "
+               f"({result.studies_per_s:.1f} studies/s, {per_study:.0f} ms per study); "
+               f"{len(result.exclusions)} excluded ({files[1]})")
+    typer.echo(f"wrote {files[0]}: {len(result.detections)} detections")
+    if explain and len(result.detections):
+        typer.echo("top reason per detected class (detections):")
+        typer.echo(top_reason_counts(result.detections).to_string())
 
 
 # ---------------------------------------------------------------- report (reporting area)

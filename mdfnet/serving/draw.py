@@ -1,5 +1,6 @@
 """Detections drawn on the image they came from (``mdfnet predict --out``): one colour per lesion class, a label
-with the score above each box, a legend of the classes found."""
+with the score above each box (and, for explained detections, the top reason: ``Consolidation 0.95 · temperature
++0.63``), a legend of the classes found."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def draw_detections(image: str | Path | bytes, detections: pd.DataFrame, out_pat
         colour = COLOURS.get(d.label, (255, 255, 255))
         x0, y0, x1, y1 = (k * v for v in (d.xmin, d.ymin, d.xmax, d.ymax))
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
-        text = f"{d.label} {d.score:.2f}"
+        text = f"{d.label} {d.score:.2f}{_top_reason(d)}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         w, h = right - left + 2 * width, bottom - top + 2 * width
         tx = min(max(0.0, x0), max(0.0, canvas.width - w))  # keep the label inside the image
@@ -46,3 +47,13 @@ def draw_detections(image: str | Path | bytes, detections: pd.DataFrame, out_pat
     out_path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out_path, "PNG")
     return out_path
+
+
+def _top_reason(d) -> str:
+    """``" · temperature +0.61"`` for an explained detection (:mod:`mdfnet.serving.explain`), else ``""``."""
+    top = getattr(d, "top_reason", None)
+    if not isinstance(top, str):
+        return ""
+    from mdfnet.serving.explain import CHANGE_PREFIX
+
+    return f" · {top} {getattr(d, CHANGE_PREFIX + top):+.2f}"

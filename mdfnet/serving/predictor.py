@@ -189,8 +189,9 @@ class Predictor:
                 if float(s) >= threshold]
 
 
-def open_model(source: str, data_dir: str | Path | None = None) -> Callable[[pd.DataFrame, float], pd.DataFrame]:
-    """``source`` → ``score(request_frame, score_threshold) -> detections``.
+def open_model(source: str, data_dir: str | Path | None = None) -> Callable[..., pd.DataFrame]:
+    """``source`` → ``score(request_frame, score_threshold, explain=False) -> detections`` (``explain``: with the
+    per-detection reasons of :mod:`mdfnet.serving.explain`).
 
     ``models:/NAME@alias``, ``models:/NAME/VERSION``, ``runs:/…`` or any URI: the MLflow pyfunc model (exactly
     what ``mlflow models serve`` runs); a ``.pt`` checkpoint or a run folder: :meth:`Predictor.from_checkpoint`.
@@ -204,15 +205,28 @@ def open_model(source: str, data_dir: str | Path | None = None) -> Callable[[pd.
         except (MlflowException, OSError) as e:
             raise ModelSourceError(f"cannot load model {source!r}: {e}") from e
 
-        def score_pyfunc(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
+        def score_pyfunc(frame: pd.DataFrame, threshold: float, explain: bool = False) -> pd.DataFrame:
+            params = {"score_threshold": float(threshold), **({"explain": True} if explain else {})}
             try:
-                return model.predict(frame, params={"score_threshold": float(threshold)})
+                out = model.predict(frame, params=params)
             except MlflowException as e:
                 raise RequestError(e.message.removeprefix("bad request: ")) from None
+            if explain and "reasons" not in out.columns:
+                raise ModelSourceError(f"model {source!r} was logged before the 'explain' param existed: log it "
+                                       "again (or pass its run folder or checkpoint) for per-detection reasons")
+            return out
 
         return score_pyfunc
     path = Path(source)
     if not path.exists():
         raise ModelSourceError(f"model {source!r}: no such checkpoint or run folder, and not a models:/ or runs:/ URI")
     predictor = Predictor.from_checkpoint(path, data_dir).to(resolve_device())
-    return lambda frame, threshold: predictor.predict(frame, score_threshold=threshold)
+
+    def score_checkpoint(frame: pd.DataFrame, threshold: float, explain: bool = False) -> pd.DataFrame:
+        if explain:
+            from mdfnet.serving.explain import explain_predict
+
+            return explain_predict(predictor, frame, score_threshold=threshold)
+        return predictor.predict(frame, score_threshold=threshold)
+
+    return score_checkpoint

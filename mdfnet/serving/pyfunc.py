@@ -2,9 +2,10 @@
 
 :func:`log_served_model` writes the serving bundle (state_dict + config + preprocessing state), logs it with the
 model code (``mdfnet/serving/mlflow_model.py``, MLflow's models-from-code: nothing of the model is pickled), the
-signature, a params schema (``score_threshold``) and an input example built from the train medians and a blank
-image (no patient data in the artefact). ``mlflow models serve -m models:/NAME@champion --env-manager local``
-then answers ``POST /invocations`` with one row per detection; a bad request gets HTTP 400 naming the problem.
+signature, a params schema (``score_threshold``; ``explain``: per-detection reasons, :mod:`mdfnet.serving.explain`)
+and an input example built from the train medians and a blank image (no patient data in the artefact).
+``mlflow models serve -m models:/NAME@champion --env-manager local`` then answers ``POST /invocations`` with one
+row per detection; a bad request gets HTTP 400 naming the problem.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def signature():
     inputs += [ColSpec(AnyType(), f) for f in FIELDS]
     outputs = [ColSpec("string", "study"), ColSpec("string", "label"), ColSpec("double", "score"),
                *(ColSpec("double", c) for c in ("xmin", "ymin", "xmax", "ymax"))]
-    params = ParamSchema([ParamSpec("score_threshold", "double", 0.0)])
+    params = ParamSchema([ParamSpec("score_threshold", "double", 0.0),
+                          ParamSpec("explain", "boolean", False)])  # per-detection reasons: mdfnet.serving.explain
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)
 
 
@@ -68,6 +70,10 @@ class MDFNetModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         threshold = float((params or {}).get("score_threshold") or 0.0)
         try:
+            if (params or {}).get("explain"):
+                from mdfnet.serving.explain import explain_predict
+
+                return explain_predict(self.predictor, model_input, score_threshold=threshold)
             return self.predictor.predict(model_input, score_threshold=threshold)
         except RequestError as e:
             raise MlflowException(f"bad request: {e}", error_code=INVALID_PARAMETER_VALUE) from None

@@ -6,7 +6,8 @@ mean and sd over seeds of the finite ``final/<key>`` metrics (sd None with fewer
 runs' 95 % bootstrap intervals. Cells are ranked by mean validation AP (:data:`~mdfnet.tracking_names.SELECTION_METRIC`;
 ties: cell name; a cell without a finite one ranks last); the best run is the best seed of the best cell (ties:
 the lower seed). The compare step (:func:`mdfnet.pipeline.steps.compare_step`) and the report
-(:func:`mdfnet.report.build_report`) both rank here; they only render differently.
+(:func:`mdfnet.report.build_report`) both rank here, and both compare each cell with :func:`reference_cell` by the
+paired Δ test AP (:mod:`mdfnet.report.deltas`); they only render differently.
 """
 
 from __future__ import annotations
@@ -115,6 +116,18 @@ def cell_stats(runs: Sequence[RunResult]) -> list[CellStats]:
         by_cell.setdefault(r.cell, []).append(r)
     cells = [_cell(cell, rs) for cell, rs in by_cell.items()]
     return sorted(cells, key=lambda c: (-c.score, c.cell))
+
+
+REFERENCE_VARIANT = "baseline"
+"""The variant other cells are compared with (:func:`reference_cell`): the image-only model."""
+
+
+def reference_cell(cells: Sequence[CellStats]) -> CellStats:
+    """The cell the others' Δ test AP is measured against: the :data:`REFERENCE_VARIANT` cell (the best ranked one
+    if several), else the first of ``cells`` (the best ranked)."""
+    if not cells:
+        raise ValueError("reference_cell needs at least one cell, got none")
+    return next((c for c in cells if c.labels.get("variant") == REFERENCE_VARIANT), cells[0])
 
 
 def best_run(cells: Sequence[CellStats]) -> RunResult:

@@ -2,11 +2,13 @@
 
 - :mod:`mdfnet.cells` (below this package; pure): runs → ranked cells (mean ± sd over seeds, bootstrap
   intervals); the compare step ranks there too;
-- :mod:`~mdfnet.report.tables` (pure): sections, verdicts that never call overlapping intervals different, rows;
-- :mod:`~mdfnet.report.comparison` (pure): the compare step's table (Markdown, HTML page, ranking rows);
+- :mod:`~mdfnet.report.tables` (pure): sections, rows, the paired Δ test AP against the baseline and its verdict;
+- :mod:`~mdfnet.report.deltas`: the paired bootstrap of Δ test AP from the runs' stored predictions (report and
+  compare step);
+- :mod:`~mdfnet.report.comparison` (pure): the compare step's table (Markdown, HTML page, ranking rows, Δ);
 - :mod:`~mdfnet.report.render`: Markdown tables and self-contained HTML pages (the pipeline steps' too);
 - :mod:`~mdfnet.report.collect`: an MLflow experiment's cell runs, histories and artefacts;
-- :mod:`~mdfnet.report.figures`: sweep, generalisation, correlation and attribution PNGs;
+- :mod:`~mdfnet.report.figures`: sweep, FROC, generalisation, correlation and attribution PNGs;
 - :mod:`~mdfnet.report.paper`: the published numbers shown beside ours;
 - :mod:`~mdfnet.report.build`: ``build_report`` → ``report.md`` + PNGs and a self-contained ``report.html``.
 

@@ -13,14 +13,24 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from mdfnet.cells import CellStats, best_run, cell_stats
+from mdfnet.cells import REFERENCE_VARIANT, CellStats, best_run, cell_stats, reference_cell
 from mdfnet.data import schema
 from mdfnet.evaluation.evaluator import metric_key
 from mdfnet.report import figures
-from mdfnet.report.collect import ReportError, download, download_json, find_runs, history, run_result, scoring
+from mdfnet.report.collect import (
+    N_BOOT,
+    Artefacts,
+    ReportError,
+    download,
+    download_json,
+    find_runs,
+    history,
+    run_result,
+)
+from mdfnet.report.deltas import paired_deltas
 from mdfnet.report.paper import PAPER, PAPER_VARIANT_CLASSES
 from mdfnet.report.render import Block, to_html, to_markdown
-from mdfnet.report.tables import SECTIONS, section, section_rows
+from mdfnet.report.tables import SECTIONS, pct, section, section_rows
 from mdfnet.tracking_names import CHAMPION_ALIAS
 
 log = logging.getLogger(__name__)
@@ -40,22 +50,27 @@ def _first_run(cell: CellStats) -> Any:
 
 
 def _baseline(cells: list[CellStats]) -> CellStats | None:
-    return next((c for c in cells if c.labels.get("variant") == "baseline"), None)
+    return next((c for c in cells if c.labels.get("variant") == REFERENCE_VARIANT), None)
 
 
-def _per_class(cells: list[CellStats]) -> Block | None:
-    """Test AP/AR per lesion for the best cell and the baseline (means over seeds), with the paper's."""
+def _seed_mean(cell: CellStats, metric: str) -> str:
+    """The mean over the cell's seeds of a metric in % (``n/a`` when no run logged it)."""
+    vals = [v for r in cell.runs if math.isfinite(v := r.metrics.get(metric, math.nan))]
+    return pct(statistics.fmean(vals) if vals else math.nan, None)
+
+
+def _per_class(cells: list[CellStats], frocs: dict[str, list[Any]]) -> Block | None:
+    """Test AP/AR and FROC mean sensitivity per lesion for the best cell and the baseline (means over seeds), with
+    the paper's AP/AR."""
     shown = [c for c in dict.fromkeys([cells[0], _baseline(cells)]) if c is not None]
-    headers = ["lesion"] + [f"{c.cell} {m} %" for c in shown for m in ("AP", "AR")] + \
+    headers = ["lesion"] + [f"{c.cell} {m} %" for c in shown for m in ("AP", "AR", "FROC mean")] + \
               [f"paper {c.labels.get('variant')} AP / AR %" for c in shown]
     rows = []
     for name in schema.CLASSES:
         row = [name]
         for c in shown:
-            for m in ("ap", "ar"):
-                vals = [r.metrics.get(f"final/test/{m}/{metric_key(name)}", math.nan) for r in c.runs]
-                vals = [v for v in vals if math.isfinite(v)]
-                row.append(f"{100 * statistics.fmean(vals):.2f}" if vals else "n/a")
+            row += [_seed_mean(c, f"final/test/{m}/{metric_key(name)}") for m in ("ap", "ar")]
+            row.append(_froc_mean(frocs.get(c.cell, []), name, -1)[0])
         for c in shown:
             pub = PAPER_VARIANT_CLASSES.get(str(c.labels.get("variant")), {}).get(name)
             row.append(f"{pub[0]:.2f} / {pub[1]:.2f}" if pub else "—")
@@ -63,17 +78,54 @@ def _per_class(cells: list[CellStats]) -> Block | None:
     return Block("table", headers=headers, rows=rows)
 
 
-def _sweep(client: Any, cells: list[CellStats], out: Path) -> Path | None:
+def _frocs(arts: Artefacts, cells: list[CellStats]) -> dict[str, list[Any]]:
+    """Cell → the FROC (:func:`mdfnet.evaluation.froc`, as the evaluate step logs it) of each run with stored test
+    predictions, computed from them (so runs evaluated before FROC was logged have it too)."""
+    from mdfnet.evaluation import froc
+
+    out: dict[str, list[Any]] = {}
+    for c in cells:
+        scored = [s for r in c.runs if (s := arts.scored(r.run_id)) is not None]
+        out[c.cell] = [froc(s.gt, s.dets, max_dets=s.max_dets, score_threshold=s.score_threshold) for s in scored]
+    return out
+
+
+def _froc_mean(results: list[Any], name: str, column: int) -> tuple[str, float, float | None]:
+    """(text, mean, sd) over ``results`` of row ``name`` (a class or ``all``) at ``column`` (-1: the mean)."""
+    vals = [v for r in results if math.isfinite(v := float(r.rows()[name][column]))]
+    mean = statistics.fmean(vals) if vals else math.nan
+    sd = statistics.stdev(vals) if len(vals) > 1 else None
+    return pct(mean, None), mean, sd
+
+
+def _sweep(arts: Artefacts, cells: list[CellStats], out: Path) -> Path | None:
     from mdfnet.evaluation import sweep
 
     curves = {}
     for c in cells:
-        run = client.get_run(_first_run(c).run_id)
-        gt = download_json(client, run.info.run_id, "evaluation/gt_test.json")
-        dets = download_json(client, run.info.run_id, "evaluation/predictions_test.json")
-        if gt is not None and dets is not None:
-            curves[f"{c.cell} (seed {_first_run(c).seed})"] = sweep(gt, dets, overlap="iobb", **scoring(run))
+        if (s := arts.scored(_first_run(c).run_id)) is not None:
+            curves[f"{c.cell} (seed {_first_run(c).seed})"] = sweep(s.gt, s.dets, overlap="iobb", max_dets=s.max_dets,
+                                                                    score_threshold=s.score_threshold)
     return figures.sweep_figure(curves, out / "sweep.png") if curves else None
+
+
+def _froc(cells: list[CellStats], frocs: dict[str, list[Any]], out: Path) -> list[Block]:
+    """Sensitivity at the FROC rates, all lesions pooled (mean over seeds), and the curves of each cell's first seed."""
+    from mdfnet.evaluation import FP_RATES
+    from mdfnet.evaluation.froc import OVERALL
+
+    headers = ["cell", "seeds", *(f"{r:g} FP/img %" for r in FP_RATES), "mean %"]
+    rows = [[c.cell, str(len(frocs[c.cell])), *(_froc_mean(frocs[c.cell], OVERALL, j)[0] for j in range(len(FP_RATES))),
+             pct(*_froc_mean(frocs[c.cell], OVERALL, -1)[1:])] for c in cells if frocs.get(c.cell)]
+    if not rows:
+        return []
+    curves = {f"{c.cell} (seed {_first_run(c).seed})": frocs[c.cell][0] for c in cells if frocs.get(c.cell)}
+    return [Block("h2", "FROC (test split)"),
+            Block("p", "Lesion sensitivity (IoBB 0.5, all classes pooled) at 1/8 to 8 false positives per image "
+                       "and their mean (mean over seeds; the mean ± sd); per lesion in the table above. The curves: "
+                       "each cell's first seed."),
+            Block("table", headers=headers, rows=rows),
+            Block("img", "FROC (test split)", path=figures.froc_figure(curves, out / "froc.png"))]
 
 
 def _generalisation(client: Any, cells: list[CellStats], out: Path) -> tuple[Path | None, str]:
@@ -147,32 +199,37 @@ def _attribution_blocks(att: dict | None, how: str, out: Path) -> list[Block]:
             Block("img", "clinical attribution", path=figures.attribution_figure(att, out / "attribution.png"))]
 
 
-def _section_blocks(cells: list[CellStats]) -> list[Block]:
+def _table(cells: list[CellStats], key: str, arts: Artefacts, n_boot: int) -> Block:
+    """A section table with each cell's paired Δ test AP against the section's :func:`reference_cell`."""
+    ref = reference_cell(cells)
+    headers, rows = section_rows(cells, key, PAPER.get(key, {}), ref, paired_deltas(arts, cells, ref, n_boot))
+    return Block("table", headers=headers, rows=rows)
+
+
+def _section_blocks(cells: list[CellStats], arts: Artefacts, n_boot: int) -> list[Block]:
     blocks = []
     for key, title in SECTIONS.items():
         chosen = section(cells, key)
-        if not chosen:
-            continue
-        headers, rows = section_rows(chosen, key, PAPER.get(key, {}))
-        blocks += [Block("h2", title), Block("table", headers=headers, rows=rows)]
+        if chosen:
+            blocks += [Block("h2", title), _table(chosen, key, arts, n_boot)]
     return blocks
 
 
-def _all_cells(cells: list[CellStats]) -> list[Block]:
+def _all_cells(cells: list[CellStats], arts: Artefacts, n_boot: int) -> list[Block]:
     """No section has two values (e.g. the demo grid): one table of every cell, labelled by cell name."""
-    headers, rows = section_rows(cells, "variant", PAPER["variant"])
-    return [Block("h2", "Cells"), Block("table", headers=headers, rows=rows)]
+    return [Block("h2", "Cells"), _table(cells, "variant", arts, n_boot)]
 
 
 def build_report(client: Any, experiment: str, out_dir: str | Path, pipeline_run: str | None = None,
-                 n_boot: int = 200, model_name: str | None = None, attribution_data: str | Path | None = None,
+                 n_boot: int = N_BOOT, model_name: str | None = None, attribution_data: str | Path | None = None,
                  attribution_repeats: int = 5) -> Report:
     """Write ``out_dir/report.md`` (+ PNGs) and ``out_dir/report.html`` for ``experiment`` (one pipeline run or
     all); see :mod:`mdfnet.report`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     exp = find_runs(client, experiment, pipeline_run)
-    results = [run_result(client, r, n_boot) for r in tqdm(exp.runs, desc="report: runs", unit="run", leave=False)]
+    arts = Artefacts(client)
+    results = [run_result(client, r, n_boot, arts) for r in tqdm(exp.runs, desc="report: runs", unit="run", leave=False)]
     cells = cell_stats(results)
     shown = [c for c in dict.fromkeys([cells[0], _baseline(cells)]) if c is not None]
     scope = f"pipeline run `{pipeline_run}`" if pipeline_run else f"{len(exp.pipeline_run_ids)} pipeline run(s)"
@@ -180,13 +237,18 @@ def build_report(client: Any, experiment: str, out_dir: str | Path, pipeline_run
               Block("p", f"{len(results)} evaluated runs in {len(cells)} cells ({scope}). AP and AR at IoBB 0.5 "
                          "(COCO-style, as the paper); mean ± sd over seeds, a cell with one seed says so; 95 % "
                          f"interval = percentile bootstrap over images ({n_boot} resamples) averaged over the "
-                         "cell's seeds; cells are ranked by mean validation AP and compared on test AP only where "
-                         "their intervals do not overlap. Paper: single seed, 101 test images.")]
-    blocks += _section_blocks(cells) or _all_cells(cells)
-    blocks += [Block("h2", "Per lesion (test split)"), _per_class(cells)]
+                         "cell's seeds; cells are ranked by mean validation AP. Δ test AP = paired bootstrap of the "
+                         "difference to the reference (the baseline where the table has it) on the same resampled "
+                         "test images, seed k paired with seed k and averaged over the seeds per resample; a cell "
+                         "is called higher or lower only when that 95 % interval excludes 0. Paper: single seed, "
+                         "101 test images.")]
+    blocks += _section_blocks(cells, arts, n_boot) or _all_cells(cells, arts, n_boot)
     sweep_cells = section(cells, "variant") or shown
-    if (p := _sweep(client, sweep_cells, out)) is not None:
+    frocs = _frocs(arts, list(dict.fromkeys([*sweep_cells, *shown])))
+    blocks += [Block("h2", "Per lesion (test split)"), _per_class(cells, frocs)]
+    if (p := _sweep(arts, sweep_cells, out)) is not None:
         blocks += [Block("h2", "IoBB-threshold sweep"), Block("img", "test AP over IoBB thresholds", path=p)]
+    blocks += _froc(sweep_cells, frocs, out)
     gen, note = _generalisation(client, shown, out)
     blocks += [Block("h2", "Generalisation"), Block("img", "train vs validation AP", path=gen) if gen
                else Block("p", note)]

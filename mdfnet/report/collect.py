@@ -1,5 +1,6 @@
 """Reading an experiment's evaluated cell runs from MLflow (params, final metrics, metric histories and the
-evaluate step's artefacts), and their bootstrap intervals from the stored COCO ground truth and predictions."""
+evaluate step's artefacts), and their bootstrap intervals from the stored COCO ground truth and predictions
+(:class:`Artefacts`: each downloaded once)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from mdfnet.tracking_names import LABEL_KEYS, PARAM_CELL, PARAM_SEED, SELECTION_
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+N_BOOT = 200
+"""Bootstrap resamples of the report's intervals and of the paired Δ test AP (report and compare step)."""
 
 
 class ReportError(ValueError):
@@ -77,7 +80,29 @@ def scoring(run: Any) -> dict[str, Any]:
             "score_threshold": float(p.get("model.box_score_thresh", 0.05))}
 
 
-def intervals(client: Any, run: Any, n_boot: int, seed: int = 0) -> dict[str, tuple[float, float]]:
+class Artefacts:
+    """The evaluate step's COCO ground truth and predictions of runs (``evaluation/gt_<split>.json``,
+    ``predictions_<split>.json``) with the run's scoring settings, each downloaded once per report."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._scored: dict[tuple[str, str], Any] = {}
+
+    def scored(self, run_id: str, split: str = "test") -> Any | None:
+        """The run's :class:`~mdfnet.evaluation.Scored` on ``split``, or None when its artefacts are missing."""
+        from mdfnet.evaluation import Scored
+
+        key = (run_id, split)
+        if key not in self._scored:
+            gt = download_json(self.client, run_id, f"evaluation/gt_{split}.json")
+            dets = download_json(self.client, run_id, f"evaluation/predictions_{split}.json")
+            self._scored[key] = (None if gt is None or dets is None
+                                 else Scored(gt, dets, **scoring(self.client.get_run(run_id))))
+        return self._scored[key]
+
+
+def intervals(client: Any, run: Any, n_boot: int, seed: int = 0,
+              artefacts: Artefacts | None = None) -> dict[str, tuple[float, float]]:
     """95 % bootstrap intervals (``KEYS`` → (lo, hi)) from the run's ``evaluation/gt_<split>.json`` and
     ``predictions_<split>.json``; empty for a split whose artefacts are missing."""
     from mdfnet.evaluation import EvaluationError, bootstrap
@@ -85,13 +110,14 @@ def intervals(client: Any, run: Any, n_boot: int, seed: int = 0) -> dict[str, tu
     out: dict[str, tuple[float, float]] = {}
     if n_boot < 1:
         return out
+    artefacts = artefacts or Artefacts(client)
     for split in ("test", "val"):
-        gt = download_json(client, run.info.run_id, f"evaluation/gt_{split}.json")
-        dets = download_json(client, run.info.run_id, f"evaluation/predictions_{split}.json")
-        if gt is None or dets is None:
+        s = artefacts.scored(run.info.run_id, split)
+        if s is None:
             continue
         try:
-            b = bootstrap(gt, dets, n=n_boot, seed=seed, overlap="iobb", thresholds=(0.5,), **scoring(run))
+            b = bootstrap(s.gt, s.dets, n=n_boot, seed=seed, overlap="iobb", thresholds=(0.5,), max_dets=s.max_dets,
+                          score_threshold=s.score_threshold)
         except EvaluationError as e:
             log.warning("report: no interval for %s %s: %s", run.info.run_name, split, e)
             continue
@@ -99,13 +125,13 @@ def intervals(client: Any, run: Any, n_boot: int, seed: int = 0) -> dict[str, tu
     return out
 
 
-def run_result(client: Any, run: Any, n_boot: int) -> RunResult:
+def run_result(client: Any, run: Any, n_boot: int, artefacts: Artefacts | None = None) -> RunResult:
     """One MLflow cell run → :class:`~mdfnet.cells.RunResult` (intervals computed here)."""
     p = run.data.params
     metrics = {k: float(v) for k, v in run.data.metrics.items() if math.isfinite(float(v))}
     return RunResult(run.info.run_id, run.info.run_name, p.get(PARAM_CELL, run.info.run_name),
                      int(float(p.get(PARAM_SEED, 0))), {k: p.get(k, "") for k in LABEL_KEYS}, metrics,
-                     intervals(client, run, n_boot))
+                     intervals(client, run, n_boot, artefacts=artefacts))
 
 
 def history(client: Any, run_id: str, key: str) -> list[tuple[float, float]]:
@@ -114,5 +140,5 @@ def history(client: Any, run_id: str, key: str) -> list[tuple[float, float]]:
     return sorted((epochs.get(m.step, float(m.step)), m.value) for m in client.get_metric_history(run_id, key))
 
 
-__all__ = ["KEYS", "Experiment", "ReportError", "download", "download_json", "find_runs", "history", "intervals",
+__all__ = ["KEYS", "Artefacts", "Experiment", "ReportError", "download", "download_json", "find_runs", "history", "intervals",
            "run_result", "scoring"]

@@ -1,5 +1,5 @@
-"""The report's figures (matplotlib, no display): the IoBB-threshold sweep, train vs validation AP per epoch,
-the feature–lesion correlation heatmap and the clinical attribution bars. Each function writes one PNG."""
+"""The report's figures (matplotlib, no display): the IoBB-threshold sweep, the FROC curves, train vs validation AP
+per epoch, the feature–lesion correlation heatmap and the clinical attribution bars. Each function writes one PNG."""
 
 from __future__ import annotations
 
@@ -23,6 +23,33 @@ def sweep_figure(curves: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
         ax.plot(table["threshold"].to_numpy(), 100 * table["ap"].to_numpy(), marker="o", ms=3, label=label)
     ax.set(xlabel="IoBB threshold", ylabel="test AP %", xlim=(0, 1), ylim=(0, 100),
            title="AP over IoBB thresholds (test split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def froc_figure(curves: Mapping[str, Any], path: str | Path) -> Path:
+    """Lesion sensitivity against false positives per image (log scale), one step curve per cell, its readings at
+    the FROC rates marked; ``curves``: label → :class:`~mdfnet.evaluation.FROCResult` (its pooled curve is drawn)."""
+    from mdfnet.evaluation.froc import OVERALL
+
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    rates: tuple[float, ...] = ()
+    for j, (label, res) in enumerate(curves.items()):
+        fps, sens = res.curves[OVERALL]
+        rates = res.fp_rates
+        top = max(rates[-1], float(fps[-1])) * 2  # the curve stays at its last sensitivity past its last point
+        x = np.r_[fps, top].clip(min=rates[0] / 2)
+        ax.step(x, 100 * np.r_[sens, sens[-1]], where="post", color=f"C{j}",
+                label=f"{label} (mean {100 * res.mean[-1]:.1f} %)")
+        ax.plot(rates, 100 * res.sensitivity[-1], "o", ms=3, color=f"C{j}")
+    ax.set_xscale("log", base=2)
+    if rates:
+        ax.set_xticks(rates, [f"{r:g}" for r in rates])
+        ax.set_xlim(rates[0] / 2, rates[-1] * 2)
+    ax.set(xlabel="false positives per image", ylabel="lesion sensitivity % (IoBB 0.5)", ylim=(0, 100),
+           title="FROC, all lesion classes pooled (test split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -2,7 +2,10 @@
 
 Per cell the report shows the mean ± sd over seeds of AP/AR (IoBB 0.5) on test and val, and a 95 % interval over
 images (each run's percentile bootstrap interval, averaged over the cell's seeds). A cell with one seed says so (no
-sd). Two cells whose test-AP intervals overlap are reported as *not different*; only disjoint intervals are.
+sd). Cells are compared with the section's reference (:func:`mdfnet.cells.reference_cell`: the baseline) by the
+paired bootstrap of the test-AP difference on the same resampled images (:mod:`mdfnet.report.deltas`): *higher* or
+*lower* only when that interval excludes 0, else *not different*. The per-cell intervals are not the test: two
+models scored on the same images share most of their image-to-image variation, which the difference cancels.
 
 A **section** (variants, fusion methods, backbones, clinical feature sets) holds the cells that differ from the
 grid's most common configuration (ties: the paper's) only in that section's label (``fusion = none`` matches any
@@ -14,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from mdfnet.cells import CellStats, feature_set_name
 from mdfnet.model.config import ModelConfig
@@ -41,21 +45,24 @@ def section(cells: Sequence[CellStats], key: str) -> list[CellStats]:
     return chosen if len({c.labels.get(key) for c in chosen}) >= 2 else []
 
 
-def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Two intervals overlap (NaN bounds: unknown, counted as overlapping: never called different)."""
-    if not all(math.isfinite(v) for v in (*a, *b)):
-        return True
-    return a[0] <= b[1] and b[0] <= a[1]
+def delta_text(delta: Any | None) -> str:
+    """A :class:`~mdfnet.evaluation.PairedDelta` as ``+8.52 [+3.10, +14.02]`` in % points; ``n/a`` when unknown."""
+    if delta is None or not all(math.isfinite(v) for v in (delta.delta, *delta.interval)):
+        return "n/a"
+    lo, hi = delta.interval
+    return f"{100 * delta.delta:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
 
 
-def verdict(cell: CellStats, reference: CellStats, key: str = "test/ap") -> str:
-    """How ``cell`` compares with ``reference`` on ``key``: *higher*/*lower* only when their intervals are
-    disjoint, else *not different*."""
+def delta_verdict(cell: CellStats, reference: CellStats, deltas: Mapping[str, Any | None]) -> str:
+    """How ``cell`` compares with ``reference`` on test AP by its paired Δ (``deltas``: cell name → PairedDelta or
+    None): *higher*/*lower* only when the paired interval excludes 0, else *not different*; ``reference`` for the
+    reference, and why there is no paired comparison when there is none."""
     if cell is reference:
         return "reference"
-    if overlaps(cell.interval[key], reference.interval[key]):
-        return "not different (intervals overlap)"
-    return "higher" if cell.interval[key][0] > reference.interval[key][1] else "lower"
+    d = deltas.get(cell.cell)
+    if d is None or d.verdict == "n/a":
+        return "n/a (no paired comparison)"
+    return d.verdict if d.verdict != "not different" else "not different (paired CI includes 0)"
 
 
 def pct(mean: float, sd: float | None, n: int | None = None) -> str:
@@ -72,11 +79,18 @@ def interval_text(iv: tuple[float, float]) -> str:
     return "n/a" if not all(math.isfinite(v) for v in iv) else f"[{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]"
 
 
-def section_rows(cells: Sequence[CellStats], key: str,
-                 paper: Mapping[str, tuple[float, float]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of a section table (cells in ranking order; the first is the reference)."""
+def section_rows(cells: Sequence[CellStats], key: str, paper: Mapping[str, tuple[float, float]],
+                 reference: CellStats | None = None,
+                 deltas: Mapping[str, Any | None] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a section table (cells in ranking order), with each cell's paired Δ test AP against
+    ``reference`` (default: the first cell; ``deltas``: cell name → PairedDelta or None, see
+    :mod:`mdfnet.report.deltas`)."""
+    reference = reference or (cells[0] if cells else None)
+    deltas = deltas or {}
+    vs = reference.cell if reference else "reference"
     headers = [key, "cell", "seeds", "test AP %", "test AP 95% CI", "test AR %", "test AR 95% CI", "val AP %",
-               "val AR %", "test look-alike bAcc %", "paper AP / AR %", f"test AP vs {cells[0].cell}" if cells else "vs"]
+               "val AR %", "test look-alike bAcc %", "paper AP / AR %", f"Δ test AP vs {vs} [95 % CI] (points)",
+               f"test AP vs {vs}"]
     rows = []
     for c in cells:
         n = len(c.runs)
@@ -87,5 +101,7 @@ def section_rows(cells: Sequence[CellStats], key: str,
                      interval_text(c.interval["test/ar"]), pct(c.mean["val/ap"], c.sd["val/ap"], n),
                      pct(c.mean["val/ar"], c.sd["val/ar"], n),
                      pct(c.mean["test/lookalike_bacc"], c.sd["test/lookalike_bacc"], n),
-                     f"{published[0]:.2f} / {published[1]:.2f}" if published else "—", verdict(c, cells[0])])
+                     f"{published[0]:.2f} / {published[1]:.2f}" if published else "—",
+                     "—" if c is reference else delta_text(deltas.get(c.cell)),
+                     delta_verdict(c, reference, deltas) if reference else "n/a"])
     return headers, rows

@@ -2,16 +2,18 @@
 and no helm binary. Runs in ``.venv-chart`` (helm-python-sdk, kubernetes-validate, checkov, pinned in
 charts/requirements.txt).
 
-For each scenario (the default values, values-production.yaml, and SeaweedFS + GPU serving + pull secrets so
-that every template renders):
+For each scenario (the default values, values-production.yaml, SeaweedFS + GPU serving + pull secrets + the
+pipeline's Kubernetes manifests so that every template renders, and the values of the README's "First run on a
+cluster" ``helm install`` line, read by charts/guide.py):
 
 1. ``helm lint --strict`` (Helm 4's SDK, Kubernetes ``KUBE_VERSION``) and values.schema.json;
 2. render, and validate every manifest against the Kubernetes ``KUBE_VERSION`` schemas (strict: unknown fields
-   are errors);
+   are errors), KFP's ``Pipeline``/``PipelineVersion`` against the ``spec`` fields of KFP's CRDs;
 3. assert what the pipeline relies on: the credentials Secret has exactly the keys the compiled pipeline mounts
    (read from ``pipelines/mdfnet_pipeline.yaml``), the serving Deployment serves ``models:/mdfnet@champion`` by
    default, GPU scheduling equals the compiled train task's, every pod and container has the security settings,
-   every object has a namespace and the standard labels, NOTES prints the compile/upload/runs-page commands.
+   every object has a namespace and the standard labels, NOTES prints the compile/upload/runs-page commands (the
+   compile one for ``kfp.backendVersion``), the ``PipelineVersion`` embeds the committed package's spec.
 
 Value combinations the chart must refuse (``fail`` in templates/_helpers.tpl, or the schema) are rendered and
 must fail with their message. Then checkov: the rendered manifests (framework kubernetes) and the Dockerfiles
@@ -33,9 +35,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import guide
 import helm_python as helm
 import kubernetes_validate
 import yaml
+from kfp_manifest import KFP_API, check_pipeline_manifest, validate_kfp
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "mdfnet"
@@ -57,7 +61,9 @@ SCENARIOS: dict[str, dict] = {
         "image": {"pullSecrets": ["regcred"]},
         "networkPolicy": {"extraIngressFrom": [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+        "kfp": {"backendVersion": "2.15.0", "pipelineManifest": {"enabled": True}},
     },
+    "first-run": guide.helm_values(guide.commands("helm install")[0]),
 }
 
 # values the chart must refuse, and a fragment of the message it must give
@@ -72,6 +78,11 @@ MUST_FAIL: list[tuple[dict, str]] = [
     ({"gpu": {"nodeSelector": {"a": "b"}}}, "/gpu/nodeSelector"),
     ({"securityContext": {"allowPrivilegeEscalation": True}}, "/securityContext/allowPrivilegeEscalation"),
     ({"mlfow": {"enabled": False}}, "additional properties 'mlfow'"),
+    ({"kfp": {"backendVersion": "2.5.0"}}, "needs a KFP backend >= 2.14.0"),
+    ({"kfp": {"pipelineManifest": {"enabled": True}}, "image": {"registry": "registry.example.com/mdfnet"}},
+     "the manifests run no step image of image.registry=registry.example.com/mdfnet"),
+    ({"kfp": {"pipelineManifest": {"enabled": True, "content": "image: ghcr.io/mdfnet/mdfnet-x\n---\nkind: Pod"}}},
+     "expected the Pipeline and PipelineVersion"),
 ]
 
 CONTAINER_SECURITY = {
@@ -149,6 +160,7 @@ def check_scenario(name: str, values: dict, objects: list[tuple[str, dict]], not
     if v["serving"]["enabled"]:
         _check_serving(name, v, find, secret_name, train_selector, train_tolerations, bad)
     _check_mlflow_and_notes(name, v, find, notes, secret_name, bad)
+    check_pipeline_manifest(name, v, find, PIPELINE, bad)
     print(f"  {name}: {len(objects)} manifests ({', '.join(f'{n} {k}' for k, n in sorted(by_kind.items()))})")
 
 
@@ -228,8 +240,11 @@ def _check_mlflow_and_notes(name: str, v: dict, find: dict, notes: str, secret_n
         hosts = env["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"].split(",")
         bad.check(f"{RELEASE}-mlflow.{NAMESPACE}.svc.cluster.local:*" in hosts and "localhost:*" in hosts,
                   f"{name}: MLflow would refuse its own service name or port-forwarding: {hosts}")
-    for needle in (f"python pipelines/compile.py --registry {v['image']['registry']} --secret {secret_name}",
-                   "kfp --endpoint http://localhost:8080 pipeline create -p mdfnet pipelines/mdfnet_pipeline.yaml",
+    register = (f"kubectl -n {NAMESPACE} get pipelines.pipelines.kubeflow.org,pipelineversions.pipelines.kubeflow.org"
+                if v["kfp"]["pipelineManifest"]["enabled"] else
+                "kfp --endpoint http://localhost:8080 pipeline create -p mdfnet pipelines/mdfnet_pipeline.yaml")
+    for needle in (f"python pipelines/compile.py --registry {v['image']['registry']} --secret {secret_name} "
+                   f"--min-backend {v['kfp']['backendVersion']}", register,
                    f'service_account="{v["pipelineRunner"]["serviceAccount"]["name"]}"'):
         bad.check(needle in notes, f"{name}: NOTES.txt lacks {needle!r}")
     if v["mlflow"]["enabled"]:
@@ -238,6 +253,9 @@ def _check_mlflow_and_notes(name: str, v: dict, find: dict, notes: str, secret_n
 
 def validate(name: str, objects: list[tuple[str, dict]], bad: Failures) -> int:
     for template, obj in objects:
+        if obj["apiVersion"] == KFP_API:
+            bad.extend(f"{name}: {template} {obj['kind']}/{obj['metadata']['name']}: {e}" for e in validate_kfp(obj))
+            continue
         try:
             kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -245,7 +263,7 @@ def validate(name: str, objects: list[tuple[str, dict]], bad: Failures) -> int:
             bad.append(f"{name}: {template} {obj['kind']}/{obj['metadata']['name']}: {path}: {e.message}")
         except kubernetes_validate.SchemaNotFoundError:
             bad.append(f"{name}: {template}: no Kubernetes {KUBE_VERSION} schema for {obj['apiVersion']} {obj['kind']}")
-    return len(objects)
+    return sum(obj["apiVersion"] != KFP_API for _, obj in objects)
 
 
 def checkov_manifests(rendered: dict[str, list[tuple[str, dict]]], work: Path, bad: Failures) -> Counter:
@@ -356,7 +374,9 @@ def main() -> int:
     print(f"helm lint + schema: {len(SCENARIOS)} values sets, {lint_msgs} info message(s); "
           f"{refused}/{len(MUST_FAIL)} bad value sets refused with their message")
     validated = sum(validate(name, objects, bad) for name, objects in rendered.items())
-    print(f"kubernetes-validate {kubernetes_validate.__version__} (strict, {KUBE_VERSION}): {validated} resources")
+    kfp = sum(obj["apiVersion"] == KFP_API for objects in rendered.values() for _, obj in objects)
+    print(f"kubernetes-validate {kubernetes_validate.__version__} (strict, {KUBE_VERSION}): {validated} resources; "
+          f"{kfp} KFP Pipeline/PipelineVersion against KFP's CRD fields")
     with tempfile.TemporaryDirectory(prefix="mdfnet-chart-") as work:
         k8s = checkov_manifests(rendered, Path(work), bad)
     docker, dockerfiles = checkov_dockerfiles(bad)

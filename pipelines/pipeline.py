@@ -4,15 +4,17 @@ Runtime parameters (set per run in the KFP UI or by :mod:`pipelines.run_local`):
 ``s3://bucket/prefix`` with the four source trees), ``preprocess_overrides`` (``PreprocessConfig`` keys, e.g.
 ``image_size=512``), ``config_overrides`` (``TrainConfig`` keys, applied to every cell), ``grid`` (a file stem of
 ``pipelines/grids``; the grids are embedded at compile time), ``seeds``, ``experiment`` (MLflow),
-``registered_model`` and ``max_steps`` (0 = train the configured epochs).
+``registered_model``, ``max_steps`` (0 = train the configured epochs) and ``mlflow_ui`` (the MLflow UI address
+the compare step's outputs link to; empty: the tracking URI when it is http(s)).
 
 Compile-time options (:class:`CompileOptions`): the image ``registry``, loop ``parallelism`` (KFP needs it as a
 constant), the GPU node selector / toleration of the train task, its timeout and retries, the size of its
 ``/dev/shm`` (a memory-backed emptyDir: the DataLoader workers pass batches through it, and Kubernetes gives a pod
 only 64 MiB there), the ``train.device`` every cell asks for (``cuda`` on the cluster: a pod without a usable GPU
 fails at once instead of training on CPU), and the Kubernetes Secret whose keys reach every step as environment
-variables (:data:`SECRET_KEYS`; values never appear in the package). The components are built for the registry
-here (``components.build_components``), not at import.
+variables (:data:`SECRET_KEYS`; values never appear in the package), and the oldest KFP backend release the package
+must run on (``min_backend``, :mod:`pipelines.backend`: below 2.15.0 the Secret's keys are required, not
+optional). The components are built for the registry here (``components.build_components``), not at import.
 """
 
 
@@ -26,6 +28,7 @@ from kfp import dsl, kubernetes
 from components import DEFAULT_REGISTRY, all_images, build_components
 from mdfnet.pipeline.grids import load_grids
 from mdfnet.training.config import config_from_sources
+from pipelines import backend
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 PIPELINE_NAME = "mdfnet"
@@ -80,10 +83,14 @@ class CompileOptions:
     train_device: str = "cuda"
     """``train.device`` of every cell (the expand_grid task applies it after the grid's ``base`` and before the
     run's ``config_overrides``, so a run can still pass ``train.device=cpu`` to debug)."""
+    min_backend: str = backend.MIN_BACKEND
+    """The oldest KFP backend release the package must run on (:func:`pipelines.backend.check_backend` refuses a
+    package that release cannot run); below 2.15.0 the Secret's keys are compiled as required, not optional."""
     grids: dict[str, Any] = field(default_factory=lambda: load_grids(GRIDS_DIR))
 
     def __post_init__(self) -> None:
-        for name, check in (("shm_size", check_quantity), ("train_device", check_train_device)):
+        for name, check in (("shm_size", check_quantity), ("train_device", check_train_device),
+                            ("min_backend", backend.parse_version)):
             try:
                 check(getattr(self, name))
             except ValueError as e:
@@ -91,8 +98,14 @@ class CompileOptions:
 
 
 def _with_secret(task: dsl.PipelineTask, opts: CompileOptions) -> dsl.PipelineTask:
+    """Mount :data:`SECRET_KEYS` of ``opts.secret_name`` as env, each key optional where ``opts.min_backend`` runs
+    that (2.15.0): kfp-kubernetes writes ``SecretAsEnv.optional`` even when false, and an older backend refuses the
+    unknown field (:mod:`pipelines.backend`), so below it the field is left out (every key then required)."""
     if opts.secret_name:
         kubernetes.use_secret_as_env(task, secret_name=opts.secret_name, secret_key_to_env=SECRET_KEYS, optional=True)
+        if not backend.supports(opts.min_backend, backend.OPTIONAL_SECRET_ENV):
+            for mount in task.platform_config["kubernetes"]["secretAsEnv"]:
+                mount.pop("optional", None)
     return task
 
 
@@ -130,6 +143,7 @@ def build_pipeline(opts: CompileOptions | None = None):
         experiment: str = "mdfnet",
         registered_model: str = "mdfnet",
         max_steps: int = 0,
+        mlflow_ui: str = "",
     ):
         """The MDF-Net pipeline (the decorator's description is the one KFP shows).
 
@@ -145,6 +159,8 @@ def build_pipeline(opts: CompileOptions | None = None):
             registered_model: MLflow registered model the best run becomes a version of (alias ``champion``
                 moves only if it is better).
             max_steps: Stop each training after this many optimiser steps; 0 trains the configured epochs.
+            mlflow_ui: MLflow UI address (http(s)://…) the compare step's outputs link to, e.g. the one you
+                port-forward; empty: the tracking URI when it is http(s).
         """
         joined = _with_secret(c["join"](source_uri=source_uri), opts).set_display_name("join")
         pre = _with_secret(c["preprocess"](joined=joined.outputs["joined"], overrides=preprocess_overrides), opts)
@@ -158,7 +174,7 @@ def build_pipeline(opts: CompileOptions | None = None):
             _gpu(_with_secret(trained, opts), opts).set_caching_options(False)
             scored = c["evaluate"](model=trained.outputs["model"], data=pre.outputs["data"])
             _with_secret(scored, opts).set_caching_options(False)
-        ranked = c["compare"](results=dsl.Collected(scored.outputs["Output"]))
+        ranked = c["compare"](results=dsl.Collected(scored.outputs["Output"]), mlflow_ui=mlflow_ui)
         _with_secret(ranked, opts).set_caching_options(False)
         reg = c["register"](best=ranked.outputs["Output"], model_name=registered_model)
         _with_secret(reg, opts).set_caching_options(False)

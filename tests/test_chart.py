@@ -159,6 +159,8 @@ def test_values_pass_the_schema_and_carry_no_credentials(name):
     ({"gpu": {"nodeSelector": {"a": "1", "b": "2"}}}, ["gpu", "nodeSelector"]),
     ({"securityContext": {"runAsNonRoot": False}}, ["securityContext", "runAsNonRoot"]),
     ({"mlflow": {"backendStore": {"uri": "http://db:5432"}}}, ["mlflow", "backendStore", "uri"]),
+    ({"kfp": {"backendVersion": "latest"}}, ["kfp", "backendVersion"]),
+    ({"kfp": {"pipelineManifest": {"enabled": "yes"}}}, ["kfp", "pipelineManifest", "enabled"]),
 ])
 def test_schema_rejects_bad_values(patch, path):
     jsonschema = pytest.importorskip("jsonschema")
@@ -197,7 +199,9 @@ def test_notes_commands_use_real_options():
     assert '{{ include "mdfnet.compile.gpuArgs" . }}' in text
     used = set(re.findall(r"(--[a-z-]+)", text + gpu_args))
     options = {o for p in typer.main.get_command(compile_cli.app).params for o in p.opts}
-    assert used == {"--registry", "--secret", "--gpu-node-selector", "--gpu-toleration"} and used <= options
+    assert used == {"--registry", "--secret", "--min-backend", "--gpu-node-selector", "--gpu-toleration"} \
+        and used <= options
+    assert "--min-backend {{ .Values.kfp.backendVersion }}" in text
     assert "kfp --endpoint http://localhost:8080 pipeline create -p mdfnet pipelines/mdfnet_pipeline.yaml" in notes
     assert "-p" in {o for p in kfp_pipeline.create.params for o in p.opts}
     assert "service_account=" in notes
@@ -226,3 +230,39 @@ def test_chart_check_passes():
                             cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "chart-check: ok" in result.stdout
+
+
+def test_kfp_values_default_to_the_oldest_supported_backend_and_no_manifests():
+    from pipelines import backend
+
+    kfp = load("values.yaml")["kfp"]
+    assert kfp == {"backendVersion": backend.MIN_BACKEND, "pipelineManifest": {"enabled": False, "content": ""}}
+    template = (CHART / "templates" / "pipeline-manifest.yaml").read_text()
+    assert f'semverCompare "<{backend.MIN_BACKEND}"' in template  # the chart refuses what compile.py refuses
+    assert '.Files.Get "files/mdfnet-pipeline.yaml"' in template
+    assert compile_cli.DEFAULT_MANIFEST == CHART / "files" / "mdfnet-pipeline.yaml"
+    notes = NOTES.read_text()
+    for feature in backend.FEATURES[:2]:  # the minimum and why, the optional keys' release
+        assert backend.format_version(feature.since) in notes
+
+
+def test_the_guides_helm_values_pass_the_schema():
+    """The README's "First run on a cluster" ``helm install`` line (charts/check.py renders and validates it)."""
+    import importlib.util
+    import json
+
+    from pipelines import backend
+
+    jsonschema = pytest.importorskip("jsonschema")
+    spec = importlib.util.spec_from_file_location("guide", ROOT / "charts" / "guide.py")
+    guide = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guide)
+    [install] = guide.commands("helm install")
+    assert install[:6] == ["helm", "install", "mdfnet", "charts/mdfnet", "-n", "kubeflow"]
+    values = guide.helm_values(install)
+    jsonschema.validate(deep_merge(load("values.yaml"), values), json.loads((CHART / "values.schema.json").read_text()))
+    assert values["image"]["registry"] == "registry.example.com/mdfnet" and values["seaweedfs"]["enabled"] is True
+    assert backend.parse_version(values["kfp"]["backendVersion"]) >= backend.parse_version(backend.MIN_BACKEND)
+    [compile_line, *_] = guide.commands("python pipelines/compile.py")
+    assert compile_line[compile_line.index("--registry") + 1] == values["image"]["registry"]
+    assert compile_line[compile_line.index("--min-backend") + 1] == values["kfp"]["backendVersion"]

@@ -1,6 +1,8 @@
 """Compiled KFP package: golden file, strict protobuf parse, GPU train task (its /dev/shm, the device every cell asks
 for), step images and task names from ``components/steps.tsv``, a description on every input and output, no secret
-values; ``compile.py``'s defaults are ``CompileOptions``'."""
+values; ``compile.py``'s defaults are ``CompileOptions``'. ``--min-backend`` (optional Secret keys from 2.15.0, a
+release that cannot run the package refused), ``--kubernetes-manifest`` (golden file, strict), the compare task's
+MLflow links and KFP metrics, and the README's "First run on a cluster" commands that run here."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def custom_text(tmp_path_factory) -> str:
     return compile_to(tmp_path_factory.mktemp("c") / "p.yaml", "--registry", "reg.example:5000/team/",
                       "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-h100-80gb",
                       "--gpu-toleration", "dedicated=gpu:NoExecute", "--parallelism", "7", "--train-retries", "3",
-                      "--shm-size", "512Mi", "--train-device", "cuda:1")
+                      "--shm-size", "512Mi", "--train-device", "cuda:1", "--min-backend", "2.15.0")
 
 
 def parse_strict(text: str):
@@ -83,7 +85,7 @@ def test_package_parses_strictly_and_has_the_expected_graph(default_text):
             assert task.component_ref.name == f"comp-{name}"
     assert set(spec.root.input_definitions.parameters) == {
         "source_uri", "grid", "seeds", "config_overrides", "preprocess_overrides", "experiment", "registered_model",
-        "max_steps"}
+        "max_steps", "mlflow_ui"}
     # the grids travel inside the package (steps' images do not carry pipelines/grids)
     grids = json_format.MessageToDict(root["expand-grid"].inputs.parameters["grids"].runtime_value.constant)
     assert grids == load_grids(ROOT / "pipelines" / "grids")
@@ -253,7 +255,8 @@ def test_compile_cli_defaults_are_the_compile_options(monkeypatch, tmp_path):
     from pipelines.pipeline import CompileOptions
 
     seen = {}
-    monkeypatch.setattr(compile_cli, "compile_pipeline", lambda output, **options: seen.update(options) or output)
+    monkeypatch.setattr(compile_cli, "compile_pipeline",
+                        lambda output, kubernetes_manifest=False, **options: seen.update(options) or output)
     monkeypatch.delenv("MDFNET_IMAGE_REGISTRY", raising=False)
     result = CliRunner().invoke(compile_cli.app, ["--output", str(tmp_path / "p.yaml")])
     assert result.exit_code == 0, result.output

@@ -13,19 +13,22 @@ its proposals, boxes and kept set would change, and "the same detection" would b
 ``c`` fixed makes ``Δ_f`` the answer to: *how much more (or less) of class c would the model see in this box if
 this patient's f were unremarkable?* ``Δ_f > 0``: the value supports the detection. The median is the train
 split's (:class:`mdfnet.data.preprocess.ClinicalTransform`, stored in every checkpoint and serving bundle), so
-setting ``f`` to "missing" and letting the model's own imputation fill it in is the same input; gender, which
-has no median, is set to missing (code 0) the same way. A value that was missing in the request is already the
-median: its ``Δ`` is exactly 0. Features the model does not take (its ``data.features``; all of them for the
-image-only baseline) get ``NaN``.
+setting ``f`` to "missing" and letting the model's own imputation fill it in is the same input. A value that was
+missing in the request is already the median: its ``Δ`` is exactly 0. Features the model does not take (its
+``data.features``; all of them for the image-only baseline) get ``NaN``, and so does **gender**: it has no
+median, and its "missing" code is one the model never sees in training when the train split has no missing
+gender (MIMIC-IV's ``patients`` always records it; the demo's train split: 261 M, 220 F, none missing), so that
+replacement would read an untrained embedding row (it moved the demo model's Consolidation scores by a median
+0.20, more than any triage value but temperature: an artefact, not a reason).
 
 ``p_c(b | x)`` is the box head's score for the *final* (regressed) box; the detection's own ``score`` is the same
 head's output for the proposal it was regressed from, so the two differ slightly (``base_score`` column).
 
 **Cost.** One batched forward pass of a chunk's images with the actual inputs and one per feature the model
-takes (10 for MDF-Net): ≈ 11 forward passes per image, on top of the detection pass.
+takes (9 for MDF-Net): 10 forward passes per image, on top of the detection pass.
 
 **Output.** :func:`explain_predict` returns the detections (:data:`~mdfnet.serving.predictor.OUTPUT_COLUMNS`)
-plus ``base_score``, ``change_<feature>`` for each of the 10 fields, ``top_reason`` (the feature with the largest
+plus ``base_score``, ``change_<feature>`` for each of the 10 fields (gender's always NaN), ``top_reason`` (the feature with the largest
 ``|Δ|``, or ``None``) and ``reasons`` (text: ``"temperature 102.6 °F +0.61, resprate 16 /min +0.05"``).
 """
 
@@ -61,12 +64,12 @@ BOX = ("xmin", "ymin", "xmax", "ymax")
 
 
 def explained_features(predictor: Predictor) -> tuple[str, ...]:
-    """The clinical fields the model takes, in :data:`~mdfnet.serving.inputs.FIELDS` order (none for a variant
-    without a clinical path)."""
+    """The numeric clinical fields the model takes, in :data:`~mdfnet.serving.inputs.FIELDS` order (none for a
+    variant without a clinical path; never gender: module docstring)."""
     if not VARIANTS[predictor.cfg.model.variant].uses_clinical:
         return ()
-    numeric, categorical = select_features(predictor.cfg.data.features)
-    return tuple(f for f in FIELDS if f in numeric or f in categorical)
+    numeric, _ = select_features(predictor.cfg.data.features)
+    return tuple(f for f in FIELDS if f in numeric)
 
 
 def _class_probability(predictor: Predictor, images: list[torch.Tensor], cleaned: pd.DataFrame,
@@ -95,7 +98,7 @@ def score_changes(predictor: Predictor, images: list[torch.Tensor], cleaned: pd.
     changes = {}
     for f in explained_features(predictor):
         altered = cleaned.copy()
-        altered[f] = None if f == "gender" else math.nan  # the model's own imputation: train median / missing
+        altered[f] = math.nan  # the model's own imputation: the train median
         changes[f] = base - _class_probability(predictor, images, altered, boxes, labels)
     return base, changes
 

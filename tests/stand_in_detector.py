@@ -2,8 +2,8 @@
 may not learn the synthetic rule), and a tiny real MDF-Net saved as an MLflow pyfunc model.
 
 :class:`RuleDetector` mirrors the synthetic data's rule (:mod:`mdfnet.data.synthetic`: fever → Consolidation,
-tachypnoea / low SpO₂ → Pulmonary edema): every image gets one box (the central half of the image, model pixels, shifted by its mean grey / 32)
-and on it two detections, *Consolidation* and *Pulmonary edema*, scored by a softmax over the background and the
+tachypnoea / low SpO₂ → Pulmonary edema): every image gets one box (the central half of the image, model pixels,
+shifted by its mean grey / 32) and on it two detections, *Consolidation* and *Pulmonary edema*, scored by a softmax over the background and the
 five classes whose logits are linear in the standardised clinical inputs ``z`` (:data:`WEIGHTS`). Its
 ``classify_boxes`` gives the same logits for any box (and records the boxes it was given), so every score change
 of :mod:`mdfnet.serving.explain` can be computed by hand (:func:`expected_probability`).

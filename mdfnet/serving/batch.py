@@ -218,9 +218,10 @@ def to_coco_results(dets: pd.DataFrame) -> list[dict[str, Any]]:
 
 def studies_from_split(preprocessed_dir: str | Path, split: str = "test") -> tuple[pd.DataFrame, Path]:
     """A preprocessed folder's ``split`` as a batch: one row per reading (``study`` = REFLACX id, in the split's
-    order, so ``row + 1`` is the image id of ``mdfnet export-coco --split``), ``image`` relative to the join's
-    image root, and the raw triage values as the source tables hold them (``raw_<field>``). Returns the table and
-    the image root (``--images``)."""
+    order, so ``row + 1`` is the image id ``mdfnet export-coco --split`` gives the reading; its boxes are in the
+    cached image's pixels, ours in the original's), ``image`` relative to the join's image root, and the raw
+    triage values as the source tables hold them (``raw_<field>``). Returns the table and the image root
+    (``--images``)."""
     from mdfnet.data.join import image_root
     from mdfnet.data.preprocess import SPLITS
 

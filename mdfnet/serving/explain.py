@@ -15,9 +15,9 @@ this patient's f were unremarkable?* ``Δ_f > 0``: the value supports the detect
 split's (:class:`mdfnet.data.preprocess.ClinicalTransform`, stored in every checkpoint and serving bundle), so
 setting ``f`` to "missing" and letting the model's own imputation fill it in is the same input. A value that was
 missing in the request is already the median: its ``Δ`` is exactly 0. Features the model does not take (its
-``data.features``; all of them for the image-only baseline) get ``NaN``, and so does **gender**: it has no
+``data.features``; all of them for the image-only baseline) get ``NaN``. **Gender** is not explained: it has no
 median, and its "missing" code is one the model never sees in training when the train split has no missing
-gender (MIMIC-IV's ``patients`` always records it; the demo's train split: 261 M, 220 F, none missing), so that
+gender (the demo's train split: 261 M, 220 F, none missing; the 0 row of the embedding is then never trained), so that
 replacement would read an untrained embedding row (it moved the demo model's Consolidation scores by a median
 0.20, more than any triage value but temperature: an artefact, not a reason).
 
@@ -28,8 +28,9 @@ head's output for the proposal it was regressed from, so the two differ slightly
 takes (9 for MDF-Net): 10 forward passes per image, on top of the detection pass.
 
 **Output.** :func:`explain_predict` returns the detections (:data:`~mdfnet.serving.predictor.OUTPUT_COLUMNS`)
-plus ``base_score``, ``change_<feature>`` for each of the 10 fields (gender's always NaN), ``top_reason`` (the feature with the largest
-``|Δ|``, or ``None``) and ``reasons`` (text: ``"temperature 102.6 °F +0.61, resprate 16 /min +0.05"``).
+plus ``base_score``, ``change_<feature>`` for each of the 9 numeric fields (:data:`EXPLAINED`), ``top_reason`` (the
+feature with the largest ``|Δ|``, or ``None``) and ``reasons`` (text: ``"temperature 102.6 °F +0.61, resprate
+16/min +0.05"``).
 """
 
 from __future__ import annotations
@@ -42,19 +43,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mdfnet.data import schema
 from mdfnet.data.dataset import select_features
 from mdfnet.model.catalog import VARIANTS
-from mdfnet.serving.inputs import FIELDS, clean_request, study_ids
+from mdfnet.serving.inputs import clean_request, study_ids
 from mdfnet.serving.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 CHANGE_PREFIX = "change_"
 """``change_<feature>``: Δ of the module docstring (float; NaN for a feature the model does not take)."""
-EXPLAIN_COLUMNS: tuple[str, ...] = ("base_score", *(f"{CHANGE_PREFIX}{f}" for f in FIELDS), "top_reason", "reasons")
+EXPLAINED: tuple[str, ...] = schema.NUMERIC_FEATURES
+"""The fields a detection's score change is computed for: every one with a train median (not gender)."""
+EXPLAIN_COLUMNS: tuple[str, ...] = ("base_score", *(f"{CHANGE_PREFIX}{f}" for f in EXPLAINED), "top_reason", "reasons")
 """Columns :func:`explain_predict` adds to the detections."""
 UNITS: dict[str, str] = {"age": "y", "temperature": "°F", "heartrate": "bpm", "resprate": "/min", "o2sat": "%",
-                         "sbp": "mmHg", "dbp": "mmHg", "pain": "/10", "acuity": "(ESI)", "gender": ""}
+                         "sbp": "mmHg", "dbp": "mmHg", "pain": "/10", "acuity": "(ESI)"}
 """Units of the cleaned values, as :mod:`mdfnet.data.clean` leaves them (temperature converted to °F)."""
 MIN_REASON = 0.01
 """Changes smaller than this (in probability) are left out of the ``reasons`` text (never out of the columns)."""
@@ -64,12 +68,11 @@ BOX = ("xmin", "ymin", "xmax", "ymax")
 
 
 def explained_features(predictor: Predictor) -> tuple[str, ...]:
-    """The numeric clinical fields the model takes, in :data:`~mdfnet.serving.inputs.FIELDS` order (none for a
-    variant without a clinical path; never gender: module docstring)."""
+    """The fields of :data:`EXPLAINED` the model takes (none for a variant without a clinical path)."""
     if not VARIANTS[predictor.cfg.model.variant].uses_clinical:
         return ()
     numeric, _ = select_features(predictor.cfg.data.features)
-    return tuple(f for f in FIELDS if f in numeric)
+    return tuple(f for f in EXPLAINED if f in numeric)
 
 
 def _class_probability(predictor: Predictor, images: list[torch.Tensor], cleaned: pd.DataFrame,
@@ -111,7 +114,7 @@ def explain_predict(predictor: Predictor, frame: pd.DataFrame, score_threshold: 
     keyed = frame.assign(study=[str(i) for i in range(len(frame))])  # row ids: studies may repeat
     dets = predictor.predict(keyed, score_threshold=score_threshold, batch_size=batch_size)
     rows = dets["study"].astype(int).to_numpy()
-    changes = np.full((len(dets), len(FIELDS)), np.nan)
+    changes = np.full((len(dets), len(EXPLAINED)), np.nan)
     base = np.full(len(dets), np.nan)
     features = explained_features(predictor)
     cleaned = clean_request(keyed)
@@ -130,7 +133,7 @@ def explain_predict(predictor: Predictor, frame: pd.DataFrame, score_threshold: 
                                   per_image, class_ids[picked])
             base[picked] = b.numpy()
             for f, delta in ch.items():
-                changes[picked, FIELDS.index(f)] = delta.numpy()
+                changes[picked, EXPLAINED.index(f)] = delta.numpy()
         log.info("explained %d detection(s) of %d stud(ies) over %d feature(s)", len(dets), len(frame), len(features))
     names = study_ids(frame)
     dets["study"] = pd.Series([names[r] for r in rows], index=dets.index, dtype="object")
@@ -142,20 +145,20 @@ def _with_reasons(dets: pd.DataFrame, base: np.ndarray, changes: np.ndarray, fea
     """``dets`` with :data:`EXPLAIN_COLUMNS`; ``rows``: each detection's row of ``cleaned``."""
     out = dets.copy()
     out["base_score"] = base
-    for j, f in enumerate(FIELDS):
+    for j, f in enumerate(EXPLAINED):
         out[f"{CHANGE_PREFIX}{f}"] = changes[:, j]
     tops, texts = [], []
     for k in range(len(dets)):
-        by_size = sorted(features, key=lambda f: -abs(changes[k, FIELDS.index(f)]))
-        tops.append(by_size[0] if by_size and abs(changes[k, FIELDS.index(by_size[0])]) > 0 else None)
-        texts.append(reason_text({f: changes[k, FIELDS.index(f)] for f in by_size}, cleaned.iloc[int(rows[k])]))
+        by_size = sorted(features, key=lambda f: -abs(changes[k, EXPLAINED.index(f)]))
+        tops.append(by_size[0] if by_size and abs(changes[k, EXPLAINED.index(by_size[0])]) > 0 else None)
+        texts.append(reason_text({f: changes[k, EXPLAINED.index(f)] for f in by_size}, cleaned.iloc[int(rows[k])]))
     out["top_reason"] = pd.Series(tops, index=out.index, dtype="object")
     out["reasons"] = pd.Series(texts, index=out.index, dtype="object")
     return out
 
 
 def format_value(field: str, value) -> str:
-    """A cleaned value with its unit: ``temperature 102.6 °F``, ``gender F``, ``o2sat missing``."""
+    """A cleaned value with its unit: ``temperature 102.6 °F``, ``o2sat missing``."""
     if value is None or pd.isna(value):
         return f"{field} missing"
     if isinstance(value, str):

@@ -60,7 +60,8 @@ def register_champion(client: MlflowClient, model_name: str, model_uri: str, run
 
     Ties keep the current champion; a non-finite candidate AP never wins; a champion without a recorded AP
     loses. The decision and its reason become tags :data:`~mdfnet.tracking_names.TAG_CHAMPION_DECISION` /
-    :data:`~mdfnet.tracking_names.TAG_CHAMPION_REASON` and the description of the new version.
+    :data:`~mdfnet.tracking_names.TAG_CHAMPION_REASON` and the description of the new version (which the register
+    step then replaces by the version's model card, :mod:`mdfnet.model_card`, the reason included).
     """
     import mlflow
     from mlflow.exceptions import MlflowException

@@ -3,14 +3,18 @@
     python -m mdfnet.demo --out data/demo [--studies 600] [--seed 0] [--grid demo] [--parallelism 2] [--force]
 
 Writes ``OUT/sources`` (synthetic MIMIC-Eye-shaped trees, 96 px JPEGs, from ``--seed``; reused when present with
-the same studies and seed, regenerated otherwise or with ``--force``), ``OUT/kfp`` (kfp.local pipeline root) and,
-unless ``MLFLOW_TRACKING_URI`` is set, the MLflow store ``OUT/mlflow.db`` + ``OUT/mlartifacts``. The pipeline
-runs in a child process (``pipelines/run_local.py``), so this package still never imports kfp.
+the same studies and seed, regenerated otherwise or with ``--force``), ``OUT/kfp`` (kfp.local pipeline root),
+unless ``MLFLOW_TRACKING_URI`` is set, the MLflow store ``OUT/mlflow.db`` + ``OUT/mlartifacts``, and
+``OUT/report`` (the pipeline run's report, as the compare step logged it: ``report.md`` with its PNGs and
+``report.html``). The pipeline runs in a child process (``pipelines/run_local.py``), so this package still never
+imports kfp.
 
 The ``demo`` grid (``pipelines/grids/demo.yaml``) trains the image-only baseline, MDF-Net and MDF-Net with
 shuffled clinical data (the control) with the small-scale recipe (64 px, stride-8 MobileNetV3-small, 20
-epochs, two cells at a time on one thread each): about 4½ minutes on 2 CPU cores. Its table shows the thesis:
-MDF-Net ahead of both on test AP and on the look-alike pair's balanced accuracy.
+epochs, two cells at a time on one thread each), with train AP per epoch and the clinical attribution of the cells
+with clinical input, so that the report is the full one (the paired Δ test AP against the baseline, FROC, the
+train-vs-val figure, the champion's attribution). Its table shows the thesis: MDF-Net ahead of both on test AP
+and on the look-alike pair's balanced accuracy.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ RUN_LOCAL = Path(__file__).resolve().parents[1] / "pipelines" / "run_local.py"
 
 SOURCES_STAMP = ".synthetic.json"
 """Written into ``OUT/sources`` after generation: the studies, seed and image size it was generated with."""
+EXPERIMENT = "mdfnet-demo"
+"""The demo's MLflow experiment and registered model."""
+REPORT_DIR = "report"
+"""``OUT/report``: the pipeline run's report; also its artefact folder on the pipeline run."""
 
 
 def demo(out: Path, studies: int = 600, grid: str = "demo", force: bool = False, seed: int = 0,
@@ -58,7 +66,7 @@ def demo(out: Path, studies: int = 600, grid: str = "demo", force: bool = False,
     env = dict(os.environ)
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
     cmd = [sys.executable, str(RUN_LOCAL), "--source", str(sources), "--workdir", str(out), "--grid", grid,
-           "--experiment", "mdfnet-demo", "--model-name", "mdfnet-demo", "--parallelism", str(parallelism)]
+           "--experiment", EXPERIMENT, "--model-name", EXPERIMENT, "--parallelism", str(parallelism)]
     log_path = out / "pipeline.log"
     log.info("running %s (full task logs: %s)", " ".join(cmd), log_path)
     return _run_condensed(cmd, env, log_path)
@@ -92,6 +100,32 @@ def write_example(out: Path) -> tuple[Path, Path] | None:
     clinical = folder / "clinical.json"
     clinical.write_text(json.dumps(values, indent=2))
     return image, clinical
+
+
+def write_report(out: Path, tracking_uri: str) -> Path | None:
+    """Copy the latest pipeline run's report (logged under ``report/`` by the compare step) to ``OUT/report``;
+    return its ``report.html``, or None (logged) when the run has none."""
+    from mlflow import MlflowClient
+
+    from mdfnet.tracking_names import TAG_REPORT_ERROR, TAG_ROLE
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = [] if exp is None else client.search_runs([exp.experiment_id], f"tags.`{TAG_ROLE}` = 'pipeline'",
+                                                     order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        log.warning("no pipeline run in experiment %s at %s: no report copied", EXPERIMENT, tracking_uri)
+        return None
+    run = runs[0]
+    if not client.list_artifacts(run.info.run_id, REPORT_DIR):
+        log.warning("pipeline run %s has no report (%s)", run.info.run_id,
+                    run.data.tags.get(TAG_REPORT_ERROR, "no report/ artefacts"))
+        return None
+    dest = out / REPORT_DIR
+    if dest.exists():
+        shutil.rmtree(dest)
+    client.download_artifacts(run.info.run_id, REPORT_DIR, str(out))
+    return dest / "report.html"
 
 
 def _typed(field: str, value):
@@ -148,10 +182,14 @@ def main(
     code = demo(out, studies=studies, grid=grid, force=force, seed=seed, parallelism=parallelism)
     log.info("demo finished in %.0f s (exit code %d)", time.perf_counter() - t0, code)
     example = write_example(out.resolve()) if code == 0 else None
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out.resolve() / 'mlflow.db'}"
+    report = write_report(out.resolve(), tracking_uri) if code == 0 else None
+    if report is not None:
+        typer.echo(f"report (paired Δ test AP, FROC, train vs val AP, the champion's clinical attribution):\n  "
+                   f"{report} (and {report.with_suffix('.md').name} with its PNGs beside it)")
     if example is not None:
-        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out.resolve() / 'mlflow.db'}"
         typer.echo(f"predict on a test-split study with the champion:\n  .venv/bin/mdfnet predict --model "
-                   f"models:/mdfnet-demo@champion --tracking-uri {tracking_uri} --image {example[0]} "
+                   f"models:/{EXPERIMENT}@champion --tracking-uri {tracking_uri} --image {example[0]} "
                    f"--clinical {example[1]} --score-threshold 0.3 --out {example[0].parent / 'prediction.png'}")
     if code == 0 and grid == "demo":
         log.info("reading the table: `mdf` uses the triage data, `baseline` does not, and `mdf-shuffled` is MDF-Net "

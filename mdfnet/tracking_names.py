@@ -17,13 +17,18 @@ pipeline run                tags :data:`TAG_KFP_RUN_ID`, :data:`TAG_KFP_RUN_NAME
                             :data:`TAG_REGISTERED_VERSION`, :data:`TAG_CHAMPION_DECISION`,
                             :data:`TAG_CHAMPION_VERSION`; params :data:`PIPELINE_PARAMS`
 cell run                    tags :data:`TAG_CELL`, :data:`TAG_GRID`, :data:`TAG_PARENT`, the device tags
-                            (:data:`DEVICE_TAGS`); params :data:`PARAM_CELL`, :data:`PARAM_GRID`,
+                            (:data:`DEVICE_TAGS`), :data:`TAG_SYNTHETIC`, :data:`TAG_DATA_SOURCE`; dataset inputs
+                            train/val/test (:data:`INPUT_CONTEXT`); params :data:`PARAM_CELL`, :data:`PARAM_GRID`,
                             :data:`LABEL_KEYS` and every key of the resolved ``TrainConfig`` (``seed``,
                             ``model.*``, ``train.*``, ``data.*``, ``eval.*``: named by the config, not here)
-both                        tags :data:`TAG_ROLE`, :data:`TAG_MODE`, :data:`TAG_RUN_NAME` (looked up on retries)
+both                        tags :data:`TAG_ROLE`, :data:`TAG_MODE`, :data:`TAG_RUN_NAME` (looked up on retries),
+                            :data:`TAG_SOURCE_NAME`, :data:`TAG_SOURCE_TYPE`, :data:`TAG_GIT_COMMIT`
 experiment                  tags :data:`EXPERIMENT_TAGS`
 model version               tags :data:`TAG_VAL_AP`, :data:`TAG_METRIC`, :data:`TAG_CHAMPION_DECISION`,
-                            :data:`TAG_CHAMPION_REASON`; alias :data:`CHAMPION_ALIAS`
+                            :data:`TAG_CHAMPION_REASON`, the model card's (:data:`TAG_CELL`, :data:`TAG_SYNTHETIC`,
+                            :data:`TAG_DATA_SOURCE`, :data:`TAG_GIT_SHA`, :data:`TAG_TEST_AP`,
+                            :data:`TAG_LOOKALIKE_BACC`, :data:`TAG_CONTROL_TEST_AP`, ``mdfnet.dataset.<split>``);
+                            alias :data:`CHAMPION_ALIAS`; the card itself is the version's description
 ==========================  =========================================================================================
 """
 
@@ -40,6 +45,16 @@ TAG_RUN_NAME = "mlflow.runName"
 """MLflow's own: the run's name (``<cell>-s<seed>`` for a cell run)."""
 TAG_NOTE = "mlflow.note.content"
 """MLflow's own: the run's description (the pipeline run's comparison table)."""
+
+# ------------------------------------------------------------------------------------------ runs: source (MLflow's own)
+TAG_SOURCE_NAME = "mlflow.source.name"
+"""What ran: the step function (``mdfnet.pipeline.steps.train_step``…); the runs table's *Source* column."""
+TAG_SOURCE_TYPE = "mlflow.source.type"
+"""MLflow's source kind: :data:`SOURCE_TYPE` for every step."""
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+"""The commit of the code (:func:`mdfnet.provenance.git_sha`, set only when known); the runs table's *Version*."""
+SOURCE_TYPE = "JOB"
+"""A pipeline task (MLflow's kinds: NOTEBOOK, JOB, PROJECT, LOCAL, UNKNOWN); the UI shows a JOB's full name."""
 
 # ------------------------------------------------------------------------------------------ pipeline run
 TAG_KFP_RUN_ID = "kfp.run_id"
@@ -70,6 +85,16 @@ PIPELINE_PARAMS = (PARAM_GRID, PARAM_SEEDS, PARAM_OVERRIDES, PARAM_CELLS, PARAM_
 
 # ------------------------------------------------------------------------------------------ cell run
 TAG_CELL = "mdfnet.cell"
+TAG_SYNTHETIC = "mdfnet.synthetic"
+"""``true`` when the training data came from the synthetic generator (its marker,
+:data:`mdfnet.data.schema.SYNTHETIC_MARKER`, reached the preprocessed folder), else ``false`` (cell run and model
+version)."""
+TAG_DATA_SOURCE = "mdfnet.data_source"
+"""Where the sources were read from (``s3://…`` or a file URI; the join's ``source_uri``): cell run, model version."""
+INPUT_CONTEXT = "mlflow.data.context"
+"""MLflow's own: the tag of a run's dataset input saying what it was used for (values :data:`DATASET_CONTEXTS`)."""
+DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+"""Split → context of the cell run's three dataset inputs (``mlflow.log_input``'s ``context``)."""
 PARAM_CELL = "cell"
 PARAM_SEED = "seed"
 """The resolved ``TrainConfig``'s ``seed`` (logged with the config; read back by the report)."""
@@ -108,3 +133,12 @@ TAG_VAL_AP = "mdfnet.val_ap"
 TAG_METRIC = "mdfnet.metric"
 """The metric the version was compared on (:data:`SELECTION_METRIC`)."""
 TAG_CHAMPION_REASON = "mdfnet.champion_reason"
+TAG_TEST_AP = "mdfnet.test_ap"
+"""The version's test AP (IoBB 0.5) and its 95 % bootstrap interval, ``0.6912 [0.6460, 0.7770]`` (model card)."""
+TAG_LOOKALIKE_BACC = "mdfnet.test_lookalike_bacc"
+"""The version's test balanced accuracy on the look-alike pair (Consolidation vs Pulmonary edema), when scored."""
+TAG_CONTROL_TEST_AP = "mdfnet.control_test_ap"
+"""Mean test AP of the pipeline run's shuffled-clinical control cell (absent without one)."""
+TAG_DATASET_PREFIX = "mdfnet.dataset."
+"""``mdfnet.dataset.<split>``: ``<name> <digest> (<rows> readings)`` of the data the version was trained and scored
+on (its run's dataset inputs)."""

@@ -221,6 +221,7 @@ def test_model_store_away_at_the_end_fails_the_step_named_and_a_rerun_completes(
     train step fails with a TrackingError that names the run and the server. The store comes back; the rerun (a
     new pod) resumes at the end from the durable checkpoints, trains nothing again and stores the model."""
     from mdfnet import tracking
+    from mdfnet import tracking_names as names
     from mdfnet.pipeline import steps
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail in seconds while the store is away
@@ -249,14 +250,21 @@ def test_model_store_away_at_the_end_fails_the_step_named_and_a_rerun_completes(
     assert sorted(m.value for m in client.get_metric_history(done["run_id"], "epoch")) == [1.0, 2.0]
     model_id = done["model_uri"].removeprefix("models:/")
     assert any(f"/models/{model_id}/artifacts/MLmodel" in k for k in bucket_objects(services["s3"], BUCKET))
+    # what a reviewer looks for (mdfnet.tracking_datasets), logged by the step at its start, on the server
+    run = client.get_run(done["run_id"])
+    inputs = {d.dataset.name: {t.key: t.value for t in d.tags} for d in run.inputs.dataset_inputs}
+    assert inputs == {f"reflacx-{s}": {names.INPUT_CONTEXT: c} for s, c in names.DATASET_CONTEXTS.items()}
+    assert run.data.tags[names.TAG_SOURCE_NAME] == "mdfnet.pipeline.steps.train_step"
+    assert run.data.tags[names.TAG_SYNTHETIC] == "false"  # the hand-built sources carry no generator marker
 
 
 def test_registration_does_not_need_the_artifact_store(client, seaweed, monkeypatch):
-    """The register step only writes the registry (the tracking server's database): with the S3 store away it
-    still registers the model version and moves the alias, so there is nothing for it to wait for."""
+    """The register step only needs the registry (the tracking server's database): with the S3 store away it
+    still registers the model version, moves the alias and writes the model card as the version's description
+    (without intervals, which need the run's stored predictions, and without ``model_card.md`` on the run)."""
     from stand_in_model import log_stand_in_model
 
-    from mdfnet import registry, tracking
+    from mdfnet import model_card, registry, tracking
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     run_id = client.create_run(client.create_experiment("it-registration-outage")).info.run_id
@@ -265,7 +273,12 @@ def test_registration_does_not_need_the_artifact_store(client, seaweed, monkeypa
     seaweed.stop_endpoint()
     try:
         decision = registry.register_champion(client, "mdfnet-it-outage", model_uri, run_id, 0.5)
+        card = model_card.write_card(client, "mdfnet-it-outage", decision.version, run_id, decision.reason, 20)
     finally:
         seaweed.start_endpoint(wait=True)
     assert (decision.version, decision.promoted) == ("1", True)
     assert registry.champion_version(client, "mdfnet-it-outage") == "1"
+    description = client.get_model_version("mdfnet-it-outage", "1").description
+    assert description == card and card.startswith("# mdfnet-it-outage v1: ")
+    assert "95 % interval: no interval computed" in card and "The run logged no datasets." in card
+    assert not [a for a in client.list_artifacts(run_id) if a.path == model_card.CARD_ARTIFACT]

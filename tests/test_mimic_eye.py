@@ -70,7 +70,8 @@ def test_generate_writes_the_same_cohort_per_patient(cohort):
     phys_root, _, phys_summary, _ = cohort["physionet"]
     eye_root, _, eye_summary, _ = cohort["mimic-eye"]
     assert eye_summary == phys_summary  # same seed → same rows, readings, JPEGs
-    folders = sorted(p.name for p in eye_root.iterdir())
+    folders = sorted(p.name for p in eye_root.iterdir() if p.is_dir())
+    assert (eye_root / schema.SYNTHETIC_MARKER).is_file()  # beside the folders: the generator marks what it made
     assert folders[-1] == "spreadsheets" and len(folders[:-1]) == eye_summary["reflacx_patients"] == 72
     assert all(re.fullmatch(r"patient_1\d{7}", f) for f in folders[:-1])
     assert not (eye_root / "reflacx").exists() and not list(phys_root.glob("patient_*"))

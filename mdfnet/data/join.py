@@ -196,6 +196,7 @@ def join(
     copy_images: bool = False,
     layout: str = "auto",
     keep_discarded_eye_tracking: bool = False,
+    source_uri: str | None = None,
 ) -> JoinResult:
     """Join the four sources; write ``instances.parquet``, ``boxes.parquet``, ``exclusions.csv``,
     ``excluded.parquet`` and ``join_meta.json`` into ``out_dir``.
@@ -205,8 +206,11 @@ def join(
     skips opening the JPEGs (tables-only benchmarks); sizes then come from the CXR metadata. ``copy_images=True``
     copies (hard-links where possible) the kept JPEGs into ``out_dir/images`` so the output is self-contained
     (used when steps run in different pods). ``keep_discarded_eye_tracking=True`` keeps the readings REFLACX
-    marked ``eye_tracking_data_discarded`` (their ellipses exist; MDF-Net, and the default, drop them). The steps of the module docstring run in order, each excluding the
-    readings it cannot join (:class:`_Excluder`).
+    marked ``eye_tracking_data_discarded`` (their ellipses exist; MDF-Net, and the default, drop them).
+    ``join_meta.json`` also records where the sources came from (``source_uri``: the caller's URI, e.g. the
+    ``s3://`` prefix they were downloaded from, else ``source_dir`` as a file URI) and the synthetic generator's
+    marker (``synthetic``: :data:`~mdfnet.data.schema.SYNTHETIC_MARKER`'s content, ``null`` for real data). The
+    steps of the module docstring run in order, each excluding the readings it cannot join (:class:`_Excluder`).
     """
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     if not 1 <= min_certainty <= 5:
@@ -241,7 +245,8 @@ def join(
         raise AssertionError(f"join lost readings: kept {len(instances)} + excluded {len(excluded)} != {n_input}")
     meta = {"layout": source.layout, "keep_negatives": keep_negatives, "min_certainty": min_certainty,
             "keep_discarded_eye_tracking": keep_discarded_eye_tracking, "check_images": check_images, "n_input": n_input, "n_kept": len(instances), "n_boxes": len(boxes),
-            "box_report": box_report,
+            "box_report": box_report, "source_uri": _source_uri(source_uri, source_dir),
+            "synthetic": synthetic_marker(source_dir),
             "stay_rule": "latest intime among stays containing the study; tie -> smallest stay_id"}
     exclusions = _write(out_dir, source_dir, copy_images, instances, boxes, excluded, meta)
     result = JoinResult(out_dir, n_input, len(instances), exclusions, len(boxes), box_report)
@@ -352,6 +357,35 @@ def _copy_images(source_dir: Path, dest: Path, relpaths: pd.Series) -> None:
             os.link(source_dir / rel, target)
         except OSError:
             shutil.copy2(source_dir / rel, target)
+
+
+def _source_uri(source_uri: str | None, source_dir: Path) -> str:
+    """``source_uri`` when it is remote (``s3://…``), else the local ``source_dir`` as an absolute file URI."""
+    if source_uri and "://" in source_uri and not source_uri.startswith("file://"):
+        return source_uri
+    return source_dir.resolve().as_uri()
+
+
+def synthetic_marker(source_dir: str | Path) -> dict | None:
+    """The synthetic generator's marker at the top of ``source_dir`` (:data:`~mdfnet.data.schema.SYNTHETIC_MARKER`),
+    or None when there is none (real downloads)."""
+    path = Path(source_dir) / schema.SYNTHETIC_MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path} is not the synthetic generator's JSON marker ({e})") from e
+    if not isinstance(marker, dict):
+        raise SourceError(f"{path}: expected a JSON object (the synthetic generator's marker), got {marker!r}")
+    return marker
+
+
+def join_meta(folder: str | Path) -> dict:
+    """``join_meta.json`` of a joined folder (a preprocessed one holds a copy): the join's options, counts,
+    ``source_uri`` and ``synthetic`` marker; {} when the folder has none."""
+    path = Path(folder) / "join_meta.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def image_root(joined_dir: str | Path) -> Path:

@@ -164,6 +164,13 @@ writes (github ChihchengHsieh/MIMIC-Eye, ``descriptions_backup.md`` and the ``[P
 MIMIC_EYE_EDSTAYS = "ED/edstays.csv"
 MIMIC_EYE_TRIAGE = "ED/triage.csv"
 
+# ---------------------------------------------------------------- provenance (relative to SOURCE_DIR)
+SYNTHETIC_MARKER = "SYNTHETIC.json"
+"""Written at the top of SOURCE_DIR by the synthetic generator (:func:`mdfnet.data.synthetic.generate`: its seed,
+studies, image size and layout), in either layout; no PhysioNet or MIMIC-Eye download has it. The join copies it
+into ``join_meta.json`` (key ``synthetic``, ``null`` without it), so the steps after it, the MLflow runs and the
+model card know whether the data were made up."""
+
 
 def mimic_eye_patient_dir(subject_id: int) -> str:
     return f"{MIMIC_EYE_PATIENT_PREFIX}{int(subject_id)}"

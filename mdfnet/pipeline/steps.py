@@ -34,13 +34,14 @@ from typing import Any
 
 from mdfnet import champion, system_metrics, tracking
 from mdfnet import tracking_names as names
-from mdfnet.cells import RunResult, best_run, cell_stats, selection_score
+from mdfnet.cells import RunResult, best_run, cell_stats, reference_cell, selection_score
 from mdfnet.pipeline.durable import durable_checkpoints, resume_point
 from mdfnet.pipeline.errors import StepError
 from mdfnet.pipeline.grids import GridItem, plan_grid
 from mdfnet.pipeline.sources import fetch_source
 from mdfnet.report.comparison import comparison_markdown, comparison_page, ranking_rows
 from mdfnet.report.render import markdown_table, plots_html
+from mdfnet.tracking_datasets import log_data_and_source, source_tags
 from mdfnet.training.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def join_step(source_uri: str, out_dir: str | Path, keep_negatives: bool = True,
         src = fetch_source(source_uri, download_dir or tmp)
         # copied (hard-linked where possible): the joined Dataset must not depend on the source location
         res = join(src, out_dir, keep_negatives=keep_negatives, min_certainty=min_certainty, copy_images=True,
-                   keep_discarded_eye_tracking=keep_discarded_eye_tracking)
+                   keep_discarded_eye_tracking=keep_discarded_eye_tracking, source_uri=source_uri)
     report = "\n".join([
         f"# Join of `{source_uri}`", "",
         f"{res.n_kept} of {res.n_input} REFLACX readings kept ({res.n_excluded} excluded), {res.n_boxes} boxes.", "",
@@ -119,7 +120,8 @@ def expand_grid_step(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: S
     client = client or tracking.configure()
     tags = {names.TAG_KFP_RUN_ID: kfp_run_id, names.TAG_KFP_RUN_NAME: run_name, names.TAG_GIT_SHA: tracking.git_sha(),
             names.TAG_VERSION: __version__, names.TAG_FINGERPRINT: tracking.dataset_fingerprint(data_dir),
-            names.TAG_GRID: grid, **{f"{names.TAG_IMAGE_PREFIX}{k}": v for k, v in (image_tags or {}).items()}}
+            names.TAG_GRID: grid, **{f"{names.TAG_IMAGE_PREFIX}{k}": v for k, v in (image_tags or {}).items()},
+            **source_tags("expand_grid_step")}
     parent = tracking.start_pipeline_run(client, experiment, run_name, tags)
     plog = tracking.MlflowLogger(parent.run_id, client)
     plog.log_params({names.PARAM_GRID: grid, names.PARAM_SEEDS: ",".join(map(str, seeds)),
@@ -136,8 +138,9 @@ def expand_grid_step(grids: Mapping[str, Mapping[str, Any]], grid: str, seeds: S
 # ------------------------------------------------------------------------------------------ train / evaluate
 def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path, max_steps: int | None = None,
                client: Any = None) -> dict[str, Any]:
-    """Train one grid item into ``out_dir``; log params, per-epoch metrics, config and the served model (MLflow
-    pyfunc, :func:`mdfnet.serving.pyfunc.log_served_model`) into the item's cell run. Checkpoints are copied to
+    """Train one grid item into ``out_dir``; log params, the train/val/test splits as dataset inputs and the
+    source tags (:mod:`mdfnet.tracking_datasets`), per-epoch metrics, config and the served model (MLflow pyfunc,
+    :func:`mdfnet.serving.pyfunc.log_served_model`) into the item's cell run. Checkpoints are copied to
     durable storage as they are written (:mod:`mdfnet.pipeline.durable`); a retried task resumes from them.
     Writes ``out_dir/run.json``; returns its content."""
     from mdfnet.serving.predictor import Predictor
@@ -155,6 +158,7 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
     with _failing_marks(client, run_id):
         logger.log_params({names.PARAM_CELL: it.cell, names.PARAM_GRID: it.grid,
                            **{k: it.labels[k] for k in names.LABEL_KEYS}})
+        log_data_and_source(logger, data_dir, "train_step")  # datasets, source tags: kept while the server is away
         store = durable_checkpoints(client, run_id, logger, it.parent_run_id, it.run_name)
         with system_metrics.monitor(client, run_id, cfg.train.system_metrics_s):
             res = train(cfg, data_dir, out_dir, logger=logger, max_steps=max_steps or None,
@@ -181,12 +185,13 @@ def train_step(item: Mapping[str, Any], data_dir: str | Path, out_dir: str | Pat
 def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, batch_size: int = 4,
                   client: Any = None) -> dict[str, Any]:
     """Score the trained model on val and test (IoBB 0.5, and the look-alike pair's balanced accuracy and misses,
-    :func:`mdfnet.training.inference.score_split`); write ``metrics.json``, COCO ground truth and predictions
-    per split, PR/count/sweep plots (test); log all into the cell run and end it (``self`` mode).
+    :func:`mdfnet.training.inference.score_split`; FROC, :func:`mdfnet.evaluation.froc`); write ``metrics.json``,
+    COCO ground truth and predictions per split, PR/count/sweep plots (test); log all into the cell run and end it
+    (``self`` mode).
 
     Returns the summary that :func:`compare_step` ranks: the item's fields, ``run_id``, ``model_uri`` and ``metrics``.
     """
-    from mdfnet.evaluation import save_plots
+    from mdfnet.evaluation import froc, save_plots
     from mdfnet.training import load_model
     from mdfnet.training.inference import score_split
 
@@ -203,8 +208,10 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     with _failing_marks(client, info["run_id"]):
         for split in ("val", "test"):
             scored = score_split(model, cfg, data_dir, split, batch_size=batch_size)
-            metrics.update(scored.metrics(f"final/{split}"))
-            summary[split] = {**scored.result.to_dict(), "lookalike": scored.pair.to_dict()}
+            curve = froc(scored.gt, scored.dets, max_dets=scored.result.max_dets,
+                         score_threshold=scored.result.score_threshold)  # same matching and limits as the AP
+            metrics.update({**scored.metrics(f"final/{split}"), **curve.metrics(f"final/{split}")})
+            summary[split] = {**scored.result.to_dict(), "lookalike": scored.pair.to_dict(), "froc": curve.to_dict()}
             (out_dir / f"gt_{split}.json").write_text(json.dumps(scored.gt))
             (out_dir / f"predictions_{split}.json").write_text(json.dumps(scored.dets))
         plots = save_plots(scored.result, out_dir / "plots", scored.sweep())  # the test split
@@ -240,7 +247,9 @@ def compare_step(results: Sequence[Mapping[str, Any]], client: Any = None) -> di
     """Rank cells by mean validation AP over seeds (:func:`mdfnet.cells.cell_stats`); returns ``best`` (the
     summary of the best seed of the best cell), ``ranking`` (cell rows), ``markdown`` (the comparison table) and
     ``html``: the pipeline run's report (:func:`_pipeline_report`), or the comparison table's page when there is
-    no pipeline run or its report failed. The table is also logged to the pipeline run (``comparison.md``, and as
+    no pipeline run or its report failed. With a pipeline run, the table and the rows carry each cell's paired
+    Δ test AP against :func:`mdfnet.cells.reference_cell` (the baseline) with its 95 % interval and verdict
+    (:mod:`mdfnet.report.deltas`). The table is also logged to the pipeline run (``comparison.md``, and as
     its description, which the MLflow UI shows on the run's page) with tag ``mdfnet.best_cell``."""
     if not results:
         raise StepError("compare needs at least one evaluated run, got none")
@@ -248,16 +257,31 @@ def compare_step(results: Sequence[Mapping[str, Any]], client: Any = None) -> di
     cells = cell_stats(runs)
     top = best_run(cells)
     best = dict(next(summary for run, summary in zip(runs, results, strict=True) if run is top))
-    md = comparison_markdown(cells, top)
-    page = None
+    reference, deltas, page = reference_cell(cells), None, None
     if best.get("parent_run_id"):
         client = client or tracking.configure()
+        deltas = _test_ap_deltas(client, cells, reference)
+    md = comparison_markdown(cells, top, reference, deltas)
+    if best.get("parent_run_id"):
         tracking.MlflowLogger(best["parent_run_id"], client).set_tags(  # the note is the run's description
             {names.TAG_BEST_CELL: cells[0].cell, names.TAG_BEST_RUN: top.run_name, names.TAG_NOTE: md})
         client.log_text(best["parent_run_id"], md, "comparison.md")
         page = _pipeline_report(client, best)
-    return {"best": best, "ranking": ranking_rows(cells), "markdown": md,
-            "html": page if page is not None else comparison_page(cells, top)}
+    return {"best": best, "ranking": ranking_rows(cells, reference, deltas), "markdown": md,
+            "html": page if page is not None else comparison_page(cells, top, reference, deltas)}
+
+
+def _test_ap_deltas(client: Any, cells: Sequence[Any], reference: Any) -> dict[str, Any] | None:
+    """Each cell's paired Δ test AP against ``reference`` from the runs' stored test predictions
+    (:mod:`mdfnet.report.deltas`); None, logged, when they cannot be read: the ranking must still reach register."""
+    from mdfnet.report.collect import Artefacts
+    from mdfnet.report.deltas import paired_deltas
+
+    try:
+        return paired_deltas(Artefacts(client), cells, reference)
+    except Exception:  # noqa: BLE001 - logged; the table is shown without Δ
+        log.exception("no paired Δ test AP against %s", reference.cell)
+        return None
 
 
 def _pipeline_report(client: Any, best: Mapping[str, Any]) -> str | None:
@@ -280,10 +304,15 @@ def _pipeline_report(client: Any, best: Mapping[str, Any]) -> str | None:
         return None
 
 
-def register_step(best: Mapping[str, Any], model_name: str, client: Any = None) -> dict[str, Any]:
+def register_step(best: Mapping[str, Any], model_name: str, client: Any = None,
+                  card_bootstrap: int = 200) -> dict[str, Any]:
     """Register the best run's model as a new version of ``model_name``; move alias ``champion`` only if its
-    validation AP beats the champion's (:func:`mdfnet.champion.register_champion`). The decision is tagged on
-    the pipeline run, which then ends (``self`` mode). Returns the decision plus ``champion_version``."""
+    validation AP beats the champion's (:func:`mdfnet.champion.register_champion`). The version's description
+    and tags are its model card (:func:`mdfnet.model_card.write_card`; ``card_bootstrap`` resamples for its
+    intervals). The decision is tagged on the pipeline run, which then ends (``self`` mode). Returns the decision
+    plus ``champion_version``."""
+    from mdfnet.model_card import write_card
+
     if not best.get("model_uri") or not best.get("run_id"):
         raise StepError(f"register needs a run summary with model_uri and run_id, got keys {sorted(best)}")
     client = client or tracking.configure()
@@ -291,6 +320,7 @@ def register_step(best: Mapping[str, Any], model_name: str, client: Any = None) 
     decision = champion.register_champion(client, model_name, str(best["model_uri"]), str(best["run_id"]),
                                           score if math.isfinite(score) else math.nan)
     out = {**decision.to_dict(), "champion_version": champion.champion_version(client, model_name)}
+    write_card(client, model_name, decision.version, decision.run_id, decision.reason, card_bootstrap)
     parent = best.get("parent_run_id")
     if parent:
         tracking.MlflowLogger(parent, client).set_tags({

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,8 @@ def generate(source_dir: str | Path, n_studies: int, seed: int, image_size: int 
     each side is drawn in [0.75, 1.25]× it); ``tables_only`` skips the JPEGs and writes MIMIC-scale background
     tables (benchmarks). The summary also counts the readings each reserved special case should make the join
     exclude (``excl_*``; ``excl_eye_tracking_discarded`` under the join's default) and the readings with two
-    containing stays. Four child generators of ``seed`` (core, background, geometry, images) are drawn in a fixed
+    containing stays. The tree is marked as made up: :data:`~mdfnet.data.schema.SYNTHETIC_MARKER` at its top holds
+    these arguments. Four child generators of ``seed`` (core, background, geometry, images) are drawn in a fixed
     order, so one seed gives identical bytes.
     """
     if not isinstance(n_studies, (int, np.integer)) or not 1 <= n_studies <= 200_000:
@@ -92,6 +94,9 @@ def generate(source_dir: str | Path, n_studies: int, seed: int, image_size: int 
 
     _write_tables(root, layout, studies, readings, cxr=cxr, patients=patients, edstays=edstays, triage=triage)
     jpegs = 0 if tables_only else write_images(root, studies, geometry, ss_img, layout)
+    marker = {"generator": "mdfnet.data.synthetic", "seed": int(seed), "studies": int(n_studies),
+              "image_size": int(image_size), "layout": layout, "tables_only": bool(tables_only)}
+    (root / schema.SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
     summary = _summary(studies, readings, tables_only, jpegs, patients=len(patients), reflacx_patients=n_rp,
                        ed_stays=len(stays), triage_rows=len(triage), cxr_rows=len(cxr))

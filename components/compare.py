@@ -21,7 +21,7 @@ def compare(
         Output: The best run's summary (the best seed of the best cell), for register.
         table: The comparison of all cells with links to the MLflow pipeline run and cell runs (Markdown).
         page: The pipeline run's report, or the comparison table's page when the report failed (HTML).
-        metrics: The best run's final metrics (KFP run comparison).
+        metrics: The best run's final AP, AR and look-alike balanced accuracy on val and test (KFP run comparison).
     """
     from mdfnet import tracking
     from mdfnet.pipeline import links, outputs, steps

@@ -125,39 +125,45 @@ def _string_resources(spec, platform) -> list[str]:
 @dataclass(frozen=True)
 class Feature:
     """A backend feature the compiled pipeline may use: what it is, the first release that runs it, the pull
-    request(s) that added it, and how to find it in a compiled package (pipeline spec, platform spec) → where."""
+    request(s) that added it, how to find it in a compiled package (pipeline spec, platform spec) → where, and its
+    short name (the chart's NOTES list ``<short> <release>``)."""
 
     name: str
     since: Version
     pulls: tuple[int, ...]
     found: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]
+    short: str
 
     @property
     def sources(self) -> str:
         return ", ".join(f"kubeflow/pipelines #{n}" for n in self.pulls)
 
 
-FAN_IN = Feature("fan-in of the grid loop (dsl.Collected)", (2, 14, 0), (11725,), _fan_in)
+FAN_IN = Feature("fan-in of the grid loop (dsl.Collected)", (2, 14, 0), (11725,), _fan_in, "fan-in (dsl.Collected)")
 OPTIONAL_SECRET_ENV = Feature("optional Secret keys as environment variables (SecretAsEnv.optional)", (2, 15, 0),
-                              (12216,), _optional_secrets)
+                              (12216,), _optional_secrets, "optional Secret keys")
 FEATURES: tuple[Feature, ...] = (
     FAN_IN,
     OPTIONAL_SECRET_ENV,
     Feature("Secret keys as environment variables, the Secret named by a task parameter (secretNameParameter)",
-            (2, 5, 0), (9178, 11621), _secret_name_parameter),
+            (2, 5, 0), (9178, 11621), _secret_name_parameter, "Secret keys as env"),
     Feature("memory-backed emptyDir at /dev/shm (medium Memory, sizeLimit)", (2, 3, 0), (10913,),
-            _executor_key("emptyDirMounts")),
-    Feature("node selector", (2, 0, 0), (9132,), _executor_key("nodeSelector")),
-    Feature("toleration", (2, 1, 0), (10471,), _executor_key("tolerations")),
-    Feature("task timeout (activeDeadlineSeconds)", (2, 1, 0), (10481,), _executor_key("activeDeadlineSeconds")),
-    Feature("ParallelFor parallelism limit", (2, 4, 0), (10798,), _task_key("iteratorPolicy", "parallelismLimit")),
-    Feature("task retries (retryPolicy)", (2, 5, 0), (11673,), _task_key("retryPolicy", "maxRetryCount")),
+            _executor_key("emptyDirMounts"), "/dev/shm emptyDir (Memory)"),
+    Feature("node selector", (2, 0, 0), (9132,), _executor_key("nodeSelector"), "node selector"),
+    Feature("toleration", (2, 1, 0), (10471,), _executor_key("tolerations"), "toleration"),
+    Feature("task timeout (activeDeadlineSeconds)", (2, 1, 0), (10481,), _executor_key("activeDeadlineSeconds"),
+            "task timeout"),
+    Feature("ParallelFor parallelism limit", (2, 4, 0), (10798,), _task_key("iteratorPolicy", "parallelismLimit"),
+            "loop parallelism"),
+    Feature("task retries (retryPolicy)", (2, 5, 0), (11673,), _task_key("retryPolicy", "maxRetryCount"),
+            "task retries"),
     Feature("resource requests and GPU count as strings (resourceCpuRequest, accelerator.resourceCount)",
-            (2, 4, 0), (11501,), _string_resources),
+            (2, 4, 0), (11501,), _string_resources, "GPU and resource requests"),
 )
 """Every backend feature the pipeline uses, in the README's order."""
 KUBERNETES_NATIVE = Feature("Pipeline and PipelineVersion resources with a platform spec (Kubernetes-native API "
-                            "mode)", (2, 14, 0), (11907, 12016), lambda spec, platform: [])
+                            "mode)", (2, 14, 0), (11907, 12016), lambda spec, platform: [],
+                            "Pipeline/PipelineVersion resources")
 """``--kubernetes-manifest`` output: the backend must run in Kubernetes-native API mode (not found in a package)."""
 MIN_BACKEND: str = format_version(FAN_IN.since)
 """The oldest KFP backend release the pipeline supports (the fan-in's), and ``--min-backend``'s default."""

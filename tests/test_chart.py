@@ -241,9 +241,9 @@ def test_kfp_values_default_to_the_oldest_supported_backend_and_no_manifests():
     assert f'semverCompare "<{backend.MIN_BACKEND}"' in template  # the chart refuses what compile.py refuses
     assert '.Files.Get "files/mdfnet-pipeline.yaml"' in template
     assert compile_cli.DEFAULT_MANIFEST == CHART / "files" / "mdfnet-pipeline.yaml"
-    notes = NOTES.read_text()
-    for feature in backend.FEATURES[:2]:  # the minimum and why, the optional keys' release
-        assert backend.format_version(feature.since) in notes
+    notes = " ".join(NOTES.read_text().split())
+    for feature in (*backend.FEATURES, backend.KUBERNETES_NATIVE):  # each with the first release that runs it
+        assert f"{feature.short} {backend.format_version(feature.since)}" in notes, feature.short
 
 
 def test_the_guides_helm_values_pass_the_schema():

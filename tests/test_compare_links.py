@@ -72,10 +72,14 @@ def test_markdown_and_html_carry_the_links_escaped():
     assert links.with_links(compared, runs, None) == compared
 
 
-def test_best_metrics_are_the_finite_numbers_only():
-    best = {"metrics": {"final/val/ap": 0.5, "final/test/ap": math.nan, "final/test/ar": math.inf, "flag": True,
-                        "final/val/ar": 1, "note": "x"}}
+def test_best_metrics_are_the_finite_headline_numbers_only():
+    best = {"metrics": {"final/val/ap": 0.5, "final/test/ap": math.nan, "final/test/ar": math.inf, "final/val/ar": 1,
+                        "final/test/lookalike_bacc": True, "final/val/lookalike_bacc": "x", "final/test/froc/fp1": 0.3,
+                        "final/val/ap/atelectasis": 0.1}}
     assert links.best_metrics(best) == {"final/val/ap": 0.5, "final/val/ar": 1.0}
+    full = {f"final/{k}": 0.25 for k in ("test/ap", "test/ar", "val/ap", "val/ar", "test/lookalike_bacc",
+                                         "val/lookalike_bacc")}
+    assert links.best_metrics({"metrics": full}) == full
     assert links.best_metrics({}) == {}
 
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from mdfnet.cells import FINAL, KEYS
+
 HEADING = "MLflow runs"
 BODY = re.compile(r"<body[^>]*>", re.I)
 
@@ -90,7 +92,10 @@ def with_links(compared: Mapping[str, Any], summaries: Sequence[Mapping[str, Any
 
 
 def best_metrics(best: Mapping[str, Any]) -> dict[str, float]:
-    """The best run's finite final metrics (evaluate-step summary ``metrics``), for a KFP ``Metrics`` artefact."""
-    values = {str(k): float(v) for k, v in (best.get("metrics") or {}).items()
-              if isinstance(v, int | float) and not isinstance(v, bool)}
-    return {k: v for k, v in sorted(values.items()) if math.isfinite(v)}
+    """The best run's headline final metrics (``final/<key>`` for :data:`mdfnet.cells.KEYS`: AP, AR and the
+    look-alike pair's balanced accuracy on val and test), the finite ones, for a KFP ``Metrics`` artefact: KFP's
+    run comparison shows one column per metric, so the ~100 per-class and FROC values stay in MLflow."""
+    metrics = best.get("metrics") or {}
+    values = {f"{FINAL}{k}": metrics.get(f"{FINAL}{k}") for k in KEYS}
+    return {k: float(v) for k, v in sorted(values.items())
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}

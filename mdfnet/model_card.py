@@ -107,6 +107,10 @@ class CellFact:
     mean: dict[str, float]
     control: bool
     this: bool
+    paired: tuple[float, float, float] | None = None
+    """(Δ, lo, hi): test AP of the version's cell − this cell, paired bootstrap over the same test images seed by
+    seed (:func:`mdfnet.report.deltas.paired_delta`); for the control and the baseline, when their runs stored
+    predictions."""
 
 
 @dataclass(frozen=True)
@@ -157,11 +161,16 @@ def collect(client: Any, run_id: str, model_name: str, version: str, reason: str
     return CardFacts(model_name, str(version), run_id, run.info.run_name, p.get(PARAM_CELL, run.info.run_name),
                      {k: p[k] for k in LABEL_KEYS if k in p}, synthetic, tags.get(TAG_DATA_SOURCE, ""),
                      tags.get(TAG_GIT_COMMIT, ""), datasets, metrics,
-                     intervals(client, run, n_boot) if n_boot > 0 else {}, n_boot, _cells(client, run), reason)
+                     intervals(client, run, n_boot) if n_boot > 0 else {}, n_boot, _cells(client, run, n_boot),
+                     reason)
 
 
-def _cells(client: Any, run: Any) -> list[CellFact]:
-    """The evaluated cell runs of ``run``'s pipeline run, by cell (the run alone when it has no pipeline run)."""
+def _cells(client: Any, run: Any, n_boot: int) -> list[CellFact]:
+    """The evaluated cell runs of ``run``'s pipeline run, by cell (the run alone when it has no pipeline run), the
+    control and the baseline with their paired Δ test AP against ``run``'s cell (``n_boot`` resamples)."""
+    from mdfnet.report.collect import Artefacts
+    from mdfnet.report.deltas import paired_delta
+
     parent = run.data.tags.get(TAG_PARENT)
     runs = [run]
     if parent:
@@ -178,8 +187,17 @@ def _cells(client: Any, run: Any) -> list[CellFact]:
         if p.get(SHUFFLE_PARAM) == "True":
             control.add(cell)
     this = run.data.params.get(PARAM_CELL, run.info.run_name)
-    return [CellFact(c.cell, c.labels, len(c.runs), dict(c.mean), c.cell in control, c.cell == this)
-            for c in cell_stats(results)]
+    stats = cell_stats(results)
+    mine, artefacts = next((c for c in stats if c.cell == this), None), Artefacts(client)
+
+    def paired(c: Any) -> tuple[float, float, float] | None:
+        if mine is None or c is mine or n_boot < 1 or not (c.cell in control or c.labels.get("variant") == "baseline"):
+            return None
+        d = paired_delta(artefacts, mine, c, n_boot)
+        return (d.delta, *d.interval) if d is not None else None
+
+    return [CellFact(c.cell, c.labels, len(c.runs), dict(c.mean), c.cell in control, c.cell == this, paired(c))
+            for c in stats]
 
 
 # ------------------------------------------------------------------------------------------ render (pure)
@@ -191,6 +209,16 @@ def _ci(iv: tuple[float, float] | None) -> str:
     if not iv or not all(math.isfinite(x) for x in iv):
         return "—"
     return f"[{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]"
+
+
+def _delta(d: tuple[float, float, float] | None) -> str:
+    if d is None or not all(math.isfinite(x) for x in d):
+        return "—"
+    return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+
+
+def _verdict(d: tuple[float, float, float]) -> str:
+    return "higher" if d[1] > 0 else "lower" if d[2] < 0 else "not different (the interval includes 0)"
 
 
 def _synthetic_line(f: CardFacts) -> str:
@@ -234,12 +262,13 @@ def _cells_section(f: CardFacts) -> list[str]:
 
     shown = [c for c in f.cells if role(c)]  # ranked by val AP: its own, the control, the baseline, then the best
     shown += [c for c in f.cells if c not in shown][:max(0, MAX_CELLS - len(shown))]
-    rows = [(c.cell, role(c), c.seeds, _pct(c.mean.get("val/ap")), _pct(c.mean.get("test/ap")),
+    rows = [(c.cell, role(c), c.seeds, _pct(c.mean.get("val/ap")), _pct(c.mean.get("test/ap")), _delta(c.paired),
              _pct(c.mean.get("test/lookalike_bacc"))) for c in f.cells if c in shown]
     out = ["## Its pipeline run", ""]
     if rows:
         more = len(f.cells) - len(rows)
-        out += [markdown_table(["cell", "role", "seeds", "val AP", "test AP", "test look-alike bAcc"], rows),
+        out += [markdown_table(["cell", "role", "seeds", "val AP", "test AP", "Δ test AP, its cell − this (paired)",
+                                "test look-alike bAcc"], rows),
                 *(["", f"{more} more cell{'s' if more > 1 else ''}: the pipeline run's comparison table."]
                   if more else []), ""]
     ctrl, ap = f.control, f.metrics.get("final/test/ap")
@@ -251,7 +280,12 @@ def _cells_section(f: CardFacts) -> list[str]:
                    "triage values.")
     else:
         c_ap = ctrl.mean.get("test/ap", math.nan)
-        delta = f"{100 * (ap - c_ap):+.1f} points" if ap is not None and math.isfinite(c_ap) else "—"
+        if ctrl.paired is not None and all(math.isfinite(x) for x in ctrl.paired):
+            delta = (f"paired Δ test AP of its cell {_delta(ctrl.paired)} points on the same test images: "
+                     f"{_verdict(ctrl.paired)}")
+        else:
+            delta = (f"{100 * (ap - c_ap):+.1f} points (difference of means, not paired)"
+                     if ap is not None and math.isfinite(c_ap) else "—")
         baccs = (ctrl.mean.get("test/lookalike_bacc"), f.metrics.get("final/test/lookalike_bacc"))
         pair = (f"; look-alike bAcc {_pct(baccs[0])} vs {_pct(baccs[1])}"
                 if any(b is not None and math.isfinite(b) for b in baccs) else "")

@@ -59,7 +59,7 @@ def synthetic_data(tmp_path_factory):
 
 def coco_test_split(data) -> tuple[dict, list]:
     """The evaluate step's COCO files for the test split of preprocessed folder ``data``: the ground truth boxes, and
-    a detector that finds every box of every image but the last, with one false positive on the first image."""
+    a detector that finds every box, with one false positive (the highest score) on the first image."""
     import pandas as pd
 
     inst = pd.read_parquet(data / "instances.parquet")
@@ -74,8 +74,7 @@ def coco_test_split(data) -> tuple[dict, list]:
             gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1,
                                       "category_id": int(b.label_id), "bbox": box, "area": box[2] * box[3],
                                       "iscrowd": 0})
-            if i + 1 < len(test):
-                dets.append({"image_id": i + 1, "category_id": int(b.label_id), "bbox": box, "score": 0.9})
+            dets.append({"image_id": i + 1, "category_id": int(b.label_id), "bbox": box, "score": 0.9})
     return gt, dets
 
 
@@ -95,10 +94,12 @@ def chain(client, synthetic_data):
     items = dict(zip(("mdf", "mdf-shuffled"), steps.expand_grid_step(GRID, "card", [0], [], data, "exp-card",
                                                                       "pipe-card"), strict=True))
     gt, dets = coco_test_split(data)
-    ap = evaluate(gt, dets).ap
-    metrics = {"mdf": {"final/val/ap": 0.5, "final/test/ap": ap, "final/test/lookalike_bacc": 0.75,
+    weaker = dets[:1]  # the control finds no box: only the false positive
+    coco = {"mdf": dets, "mdf-shuffled": weaker}
+    metrics = {"mdf": {"final/val/ap": 0.5, "final/test/ap": evaluate(gt, dets).ap, "final/test/lookalike_bacc": 0.75,
                        "final/test/lookalike_missed": 1.0},
-               "mdf-shuffled": {"final/val/ap": 0.25, "final/test/ap": 0.125, "final/test/lookalike_bacc": 0.5}}
+               "mdf-shuffled": {"final/val/ap": 0.25, "final/test/ap": evaluate(gt, weaker).ap,
+                                "final/test/lookalike_bacc": 0.5}}
     runs = {}
     for cell, item in items.items():
         run_id = tracking.open_cell_run(client, item["parent_run_id"], item["run_name"], {names.TAG_CELL: cell})
@@ -107,13 +108,13 @@ def chain(client, synthetic_data):
         tracking_datasets.log_data_and_source(logger, data, "train_step")
         logger.log_metrics(metrics[cell], step=1)
         logger.close()
+        client.log_dict(run_id, gt, "evaluation/gt_test.json")
+        client.log_dict(run_id, coco[cell], "evaluation/predictions_test.json")
         runs[cell] = {"run_id": run_id, "metrics": metrics[cell]}
-    client.log_dict(runs["mdf"]["run_id"], gt, "evaluation/gt_test.json")
-    client.log_dict(runs["mdf"]["run_id"], dets, "evaluation/predictions_test.json")
     best = {**runs["mdf"], "model_uri": log_stand_in_model(client, runs["mdf"]["run_id"]),
             "parent_run_id": items["mdf"]["parent_run_id"]}
     decision = steps.register_step(best, MODEL, card_bootstrap=50)
-    return {"items": list(items.values()), "results": runs, "decision": decision, "coco": (gt, dets),
+    return {"items": list(items.values()), "results": runs, "decision": decision, "coco": (gt, coco),
             "commit": commit}
 
 
@@ -183,12 +184,17 @@ def test_the_registered_version_carries_its_model_card(client, chain):
                     "## Champion decision"):
         assert section in card, section
     assert "**Not a medical device**" in card and chain["decision"]["reason"] in card
-    ap, c_ap = mdf["metrics"]["final/test/ap"], ctrl["metrics"]["final/test/ap"]
-    assert (f"test AP {100 * c_ap:.1f} % (mean of 1 seed); this model {100 * ap:.1f} %, "
-            f"{100 * (ap - c_ap):+.1f} points") in card
-    from mdfnet.evaluation import bootstrap
+    from mdfnet.evaluation import Scored, bootstrap, paired_bootstrap
 
-    lo, hi = bootstrap(*chain["coco"], n=50, seed=0, overlap="iobb", thresholds=(0.5,)).ap  # the run's own files
+    gt, coco = chain["coco"]
+    ap, c_ap = mdf["metrics"]["final/test/ap"], ctrl["metrics"]["final/test/ap"]
+    d = paired_bootstrap([(Scored(gt, coco["mdf"]), Scored(gt, coco["mdf-shuffled"]))], n=50, seed=0)
+    assert d.interval[0] > 0  # the control finds nothing: the paired interval excludes 0
+    delta = f"{100 * d.delta:+.1f} [{100 * d.interval[0]:+.1f}, {100 * d.interval[1]:+.1f}]"
+    assert (f"test AP {100 * c_ap:.1f} % (mean of 1 seed); this model {100 * ap:.1f} %, paired Δ test AP of its "
+            f"cell {delta} points on the same test images: higher") in card
+    assert f"| mdf-shuffled | control: shuffled triage | 1 | 25.0 % | {100 * c_ap:.1f} % | {delta} | 50.0 % |" in card
+    lo, hi = bootstrap(gt, coco["mdf"], n=50, seed=0, overlap="iobb", thresholds=(0.5,)).ap  # the run's own files
     assert f"| test AP | {100 * ap:.1f} % | [{100 * lo:.1f}, {100 * hi:.1f}] |" in card and "50 resamples" in card
     assert "| look-alike bAcc (Consolidation vs Pulmonary edema), test | 75.0 % (1 missed) | — |" in card
     run = client.get_run(mdf["run_id"])

@@ -150,9 +150,9 @@ def collect(client: Any, run_id: str, model_name: str, version: str, reason: str
             n_boot: int = 200) -> CardFacts:
     """The facts of the card of version ``version`` of ``model_name``, logged from run ``run_id`` (see the module
     docstring); ``n_boot`` resamples for the intervals (0: none)."""
-    from mdfnet.report.collect import intervals
+    from mdfnet.report.collect import Artefacts, intervals
 
-    run = client.get_run(run_id)
+    run, artefacts = client.get_run(run_id), Artefacts(client)  # each run's stored predictions read once
     p, tags = run.data.params, run.data.tags
     order = {s: i for i, s in enumerate(SPLITS)}
     datasets = sorted((DatasetFact.of(d) for d in run.inputs.dataset_inputs), key=lambda d: order.get(d.split, 9))
@@ -161,14 +161,14 @@ def collect(client: Any, run_id: str, model_name: str, version: str, reason: str
     return CardFacts(model_name, str(version), run_id, run.info.run_name, p.get(PARAM_CELL, run.info.run_name),
                      {k: p[k] for k in LABEL_KEYS if k in p}, synthetic, tags.get(TAG_DATA_SOURCE, ""),
                      tags.get(TAG_GIT_COMMIT, ""), datasets, metrics,
-                     intervals(client, run, n_boot) if n_boot > 0 else {}, n_boot, _cells(client, run, n_boot),
-                     reason)
+                     intervals(client, run, n_boot, artefacts=artefacts), n_boot,
+                     _cells(client, run, n_boot, artefacts), reason)
 
 
-def _cells(client: Any, run: Any, n_boot: int) -> list[CellFact]:
+def _cells(client: Any, run: Any, n_boot: int, artefacts: Any) -> list[CellFact]:
     """The evaluated cell runs of ``run``'s pipeline run, by cell (the run alone when it has no pipeline run), the
-    control and the baseline with their paired Δ test AP against ``run``'s cell (``n_boot`` resamples)."""
-    from mdfnet.report.collect import Artefacts
+    control and the baseline with their paired Δ test AP against ``run``'s cell (``n_boot`` resamples; stored
+    predictions read through ``artefacts``, a :class:`mdfnet.report.collect.Artefacts`)."""
     from mdfnet.report.deltas import paired_delta
 
     parent = run.data.tags.get(TAG_PARENT)
@@ -188,7 +188,7 @@ def _cells(client: Any, run: Any, n_boot: int) -> list[CellFact]:
             control.add(cell)
     this = run.data.params.get(PARAM_CELL, run.info.run_name)
     stats = cell_stats(results)
-    mine, artefacts = next((c for c in stats if c.cell == this), None), Artefacts(client)
+    mine = next((c for c in stats if c.cell == this), None)
 
     def paired(c: Any) -> tuple[float, float, float] | None:
         if mine is None or c is mine or n_boot < 1 or not (c.cell in control or c.labels.get("variant") == "baseline"):
@@ -267,7 +267,7 @@ def _cells_section(f: CardFacts) -> list[str]:
     out = ["## Its pipeline run", ""]
     if rows:
         more = len(f.cells) - len(rows)
-        out += [markdown_table(["cell", "role", "seeds", "val AP", "test AP", "Δ test AP, its cell − this (paired)",
+        out += [markdown_table(["cell", "role", "seeds", "val AP", "test AP", f"paired Δ test AP, {f.cell} − row",
                                 "test look-alike bAcc"], rows),
                 *(["", f"{more} more cell{'s' if more > 1 else ''}: the pipeline run's comparison table."]
                   if more else []), ""]

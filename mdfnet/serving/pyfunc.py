@@ -62,10 +62,15 @@ class MDFNetModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: loads the bundle artefact; ``predict`` maps request errors to HTTP 400."""
 
     def load_context(self, context) -> None:
-        """Load the bundle onto ``$MDFNET_SERVING_DEVICE`` (default ``auto``: the GPU when there is one)."""
+        """Load the bundle onto ``$MDFNET_SERVING_DEVICE`` (default ``auto``: the GPU when there is one), without
+        the mask branch (answers are boxes: :meth:`~mdfnet.serving.predictor.Predictor.without_masks`), behind
+        one inference thread with ``$MDFNET_SERVING_THREADS`` torch threads (:mod:`mdfnet.serving.runtime`)."""
         from mdfnet.serving.predictor import Predictor, resolve_device
+        from mdfnet.serving.runtime import InferenceRunner, configure_threads
 
-        self.predictor = Predictor.from_bundle(context.artifacts["bundle"]).to(resolve_device())
+        configure_threads()
+        self.predictor = Predictor.from_bundle(context.artifacts["bundle"]).to(resolve_device()).without_masks()
+        self.runner = InferenceRunner(self.predictor)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         threshold = float((params or {}).get("score_threshold") or 0.0)
@@ -73,8 +78,8 @@ class MDFNetModel(mlflow.pyfunc.PythonModel):
             if (params or {}).get("explain"):
                 from mdfnet.serving.explain import explain_predict
 
-                return explain_predict(self.predictor, model_input, score_threshold=threshold)
-            return self.predictor.predict(model_input, score_threshold=threshold)
+                return self.runner.call(explain_predict, self.predictor, model_input, score_threshold=threshold)
+            return self.runner.predict(model_input, score_threshold=threshold)
         except RequestError as e:
             raise MlflowException(f"bad request: {e}", error_code=INVALID_PARAMETER_VALUE) from None
 

@@ -3,17 +3,20 @@ and no helm binary. Runs in ``.venv-chart`` (helm-python-sdk, kubernetes-validat
 charts/requirements.txt).
 
 For each scenario (the default values, values-production.yaml, SeaweedFS + GPU serving + pull secrets + the
-pipeline's Kubernetes manifests so that every template renders, and the values of the README's "First run on a
-cluster" ``helm install`` line, read by charts/guide.py):
+pipeline's Kubernetes manifests so that every template renders, the values of the README's "First run on a
+cluster" ``helm install`` line, read by charts/guide.py, and serving as a KServe InferenceService):
 
 1. ``helm lint --strict`` (Helm 4's SDK, Kubernetes ``KUBE_VERSION``) and values.schema.json;
 2. render, and validate every manifest against the Kubernetes ``KUBE_VERSION`` schemas (strict: unknown fields
-   are errors), KFP's ``Pipeline``/``PipelineVersion`` against the ``spec`` fields of KFP's CRDs;
+   are errors), KFP's ``Pipeline``/``PipelineVersion`` against the ``spec`` fields of KFP's CRDs, KServe's
+   ``InferenceService`` against KServe's CRD schemas (charts/kserve_check.py, strict);
 3. assert what the pipeline relies on: the credentials Secret has exactly the keys the compiled pipeline mounts
    (read from ``pipelines/mdfnet_pipeline.yaml``), the serving Deployment serves ``models:/mdfnet@champion`` by
    default, GPU scheduling equals the compiled train task's, every pod and container has the security settings,
    every object has a namespace and the standard labels, NOTES prints the compile/upload/runs-page commands (the
-   compile one for ``kfp.backendVersion``), the ``PipelineVersion`` embeds the committed package's spec.
+   compile one for ``kfp.backendVersion``), the ``PipelineVersion`` embeds the committed package's spec, the
+   served model's torch threads follow the CPU limit, and the InferenceService's predictor runs the Deployment's
+   pod.
 
 Value combinations the chart must refuse (``fail`` in templates/_helpers.tpl, or the schema) are rendered and
 must fail with their message. Then checkov: the rendered manifests (framework kubernetes) and the Dockerfiles
@@ -40,6 +43,15 @@ import helm_python as helm
 import kubernetes_validate
 import yaml
 from kfp_manifest import KFP_API, check_pipeline_manifest, validate_kfp
+from kserve_check import (
+    KSERVE_API,
+    SCHEMAS,
+    check_inference_service,
+    check_same_pod,
+    scanned,
+    serving_pod,
+    validate_kserve,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "mdfnet"
@@ -64,6 +76,9 @@ SCENARIOS: dict[str, dict] = {
         "kfp": {"backendVersion": "2.15.0", "pipelineManifest": {"enabled": True}},
     },
     "first-run": guide.helm_values(guide.commands("helm install")[0]),
+    # the champion as a KServe InferenceService (GPU, 2 workers on 3.5 CPUs: 1 torch thread each, HPA to 3)
+    "kserve": {"serving": {"kserve": {"enabled": True, "maxReplicas": 3}, "gpu": True, "replicas": 2, "workers": 2,
+                           "resources": {"limits": {"cpu": "3500m", "memory": "8Gi"}}}},
 }
 
 # values the chart must refuse, and a fragment of the message it must give
@@ -78,6 +93,7 @@ MUST_FAIL: list[tuple[dict, str]] = [
     ({"gpu": {"nodeSelector": {"a": "b"}}}, "/gpu/nodeSelector"),
     ({"securityContext": {"allowPrivilegeEscalation": True}}, "/securityContext/allowPrivilegeEscalation"),
     ({"mlfow": {"enabled": False}}, "additional properties 'mlfow'"),
+    ({"serving": {"kserve": {"enabled": True, "deploymentMode": "Serverless"}}}, "/serving/kserve/deploymentMode"),
     ({"kfp": {"backendVersion": "2.5.0"}}, "needs a KFP backend >= 2.14.0"),
     ({"kfp": {"pipelineManifest": {"enabled": True}}, "image": {"registry": "registry.example.com/mdfnet"}},
      "the manifests run no step image of image.registry=registry.example.com/mdfnet"),
@@ -142,6 +158,8 @@ def render(chart, values: dict) -> tuple[list[tuple[str, dict]], str]:
 def pod_specs(obj: dict) -> list[dict]:
     if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
         return [obj["spec"]["template"]["spec"]]
+    if obj["kind"] == "InferenceService":
+        return [obj["spec"]["predictor"]]
     return [obj["spec"]] if obj["kind"] == "Pod" else []
 
 
@@ -161,6 +179,7 @@ def check_scenario(name: str, values: dict, objects: list[tuple[str, dict]], not
         _check_serving(name, v, find, secret_name, train_selector, train_tolerations, bad)
     _check_mlflow_and_notes(name, v, find, notes, secret_name, bad)
     check_pipeline_manifest(name, v, find, PIPELINE, bad)
+    check_inference_service(name, v, find, notes, RELEASE, bad)
     print(f"  {name}: {len(objects)} manifests ({', '.join(f'{n} {k}' for k, n in sorted(by_kind.items()))})")
 
 
@@ -201,17 +220,22 @@ def _check_objects(name: str, find: dict, bad: Failures) -> None:
 
 def _check_serving(name: str, v: dict, find: dict, secret_name: str, train_selector: dict, train_tolerations: list,
                    bad: Failures) -> None:
-    """The champion's URI, credentials, device and GPU scheduling (as the compiled train task's)."""
-    dep = find[("Deployment", f"{RELEASE}-serving")]
-    container = dep["spec"]["template"]["spec"]["containers"][0]
+    """The champion's URI, credentials, device, threads and GPU scheduling (as the compiled train task's), in the
+    Deployment or the InferenceService."""
+    pod, container = serving_pod(find, RELEASE)
     uri = v["serving"]["modelUri"] or f"models:/{v['serving']['registeredModel']}@{v['serving']['alias']}"
     bad.check(f"--model-uri={uri}" in container["args"], f"{name}: serving args {container['args']}")
     if name == "default":
         bad.check(uri == "models:/mdfnet@champion", f"default serving model URI is {uri}")
     refs = [e["secretRef"]["name"] for e in container.get("envFrom", [])]
     bad.check(refs == [secret_name], f"{name}: serving takes env from {refs}, not {secret_name}")
-    pod = dep["spec"]["template"]["spec"]
-    device = {e["name"]: e.get("value") for e in container.get("env", [])}.get("MDFNET_SERVING_DEVICE")
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    device = env.get("MDFNET_SERVING_DEVICE")
+    threads = serving_threads(v["serving"])
+    got = (env.get("MDFNET_SERVING_THREADS"), env.get("OMP_NUM_THREADS"), env.get("MDFNET_SERVING_MAX_BATCH"))
+    bad.check(got == (str(threads), str(threads), str(v["serving"]["maxBatch"])),
+              f"{name}: serving threads/OMP/max batch {got}, expected {threads} from the CPU limit "
+              f"{v['serving']['resources']['limits'].get('cpu')!r} / {v['serving']['workers']} worker(s)")
     bad.check(device == ("cuda" if v["serving"]["gpu"] else "cpu"),
               f"{name}: MDFNET_SERVING_DEVICE={device!r} with serving.gpu={v['serving']['gpu']}")
     if v["serving"]["gpu"]:
@@ -226,6 +250,13 @@ def _check_serving(name: str, v: dict, find: dict, secret_name: str, train_selec
     else:
         bad.check("nodeSelector" not in pod and v["gpu"]["resourceName"] not in container["resources"]["limits"],
                   f"{name}: serving.gpu is off but the pod asks for GPU nodes")
+
+
+def serving_threads(s: dict) -> int:
+    """What the chart sets MDFNET_SERVING_THREADS to: serving.threads, else limits.cpu / workers (at least 1)."""
+    cpu = str(s["resources"]["limits"]["cpu"])
+    millicores = int(cpu[:-1]) if cpu.endswith("m") else int(float(cpu) * 1000)
+    return s["threads"] or max(1, millicores // (1000 * s["workers"]))
 
 
 def _check_mlflow_and_notes(name: str, v: dict, find: dict, notes: str, secret_name: str, bad: Failures) -> None:
@@ -256,6 +287,10 @@ def validate(name: str, objects: list[tuple[str, dict]], bad: Failures) -> int:
         if obj["apiVersion"] == KFP_API:
             bad.extend(f"{name}: {template} {obj['kind']}/{obj['metadata']['name']}: {e}" for e in validate_kfp(obj))
             continue
+        if obj["apiVersion"] == KSERVE_API:
+            bad.extend(f"{name}: {template} {obj['kind']}/{obj['metadata']['name']}: {e}"
+                       for e in validate_kserve(obj, KUBE_VERSION))
+            continue
         try:
             kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -263,7 +298,7 @@ def validate(name: str, objects: list[tuple[str, dict]], bad: Failures) -> int:
             bad.append(f"{name}: {template} {obj['kind']}/{obj['metadata']['name']}: {path}: {e.message}")
         except kubernetes_validate.SchemaNotFoundError:
             bad.append(f"{name}: {template}: no Kubernetes {KUBE_VERSION} schema for {obj['apiVersion']} {obj['kind']}")
-    return sum(obj["apiVersion"] != KFP_API for _, obj in objects)
+    return sum(obj["apiVersion"] not in (KFP_API, KSERVE_API) for _, obj in objects)
 
 
 def checkov_manifests(rendered: dict[str, list[tuple[str, dict]]], work: Path, bad: Failures) -> Counter:
@@ -364,6 +399,8 @@ def main() -> int:
                 bad.append(f"render {name}: {e}")
                 continue
             check_scenario(name, values, rendered[name], notes, bad)
+            if merged_values(values)["serving"]["kserve"]["enabled"]:
+                check_same_pod(name, values, rendered[name], lambda vals: render(chart, vals), RELEASE, bad)
         refused = 0
         for values, message in MUST_FAIL:
             try:
@@ -375,10 +412,12 @@ def main() -> int:
           f"{refused}/{len(MUST_FAIL)} bad value sets refused with their message")
     validated = sum(validate(name, objects, bad) for name, objects in rendered.items())
     kfp = sum(obj["apiVersion"] == KFP_API for objects in rendered.values() for _, obj in objects)
+    isvc = sum(obj["apiVersion"] == KSERVE_API for objects in rendered.values() for _, obj in objects)
     print(f"kubernetes-validate {kubernetes_validate.__version__} (strict, {KUBE_VERSION}): {validated} resources; "
-          f"{kfp} KFP Pipeline/PipelineVersion against KFP's CRD fields")
+          f"{kfp} KFP Pipeline/PipelineVersion against KFP's CRD fields; {isvc} KServe InferenceService against "
+          f"KServe {' and '.join(SCHEMAS)}'s CRD schemas (strict)")
     with tempfile.TemporaryDirectory(prefix="mdfnet-chart-") as work:
-        k8s = checkov_manifests(rendered, Path(work), bad)
+        k8s = checkov_manifests({n: scanned(o, SKIP_PREFIX) for n, o in rendered.items()}, Path(work), bad)
     docker, dockerfiles = checkov_dockerfiles(bad)
     print(f"checkov kubernetes: passed {k8s['passed']}, failed {k8s['failed']}, skipped {k8s['skipped']} "
           f"(annotated with reasons)")

@@ -119,10 +119,13 @@ def test_gpu_scheduling_matches_compile_defaults_and_the_train_task():
 
 
 def test_images_are_the_ones_build_sh_tags():
-    """serving runs components.SERVING_IMAGE (mdfnet-serve), MLflow the torch-free base; both tagged appVersion."""
+    """serving runs components.SERVING_IMAGE (mdfnet-serve), MLflow the torch-free base; both tagged appVersion.
+    The serving pod (Deployment or KServe predictor) is _serving.tpl's."""
     templates = CHART / "templates"
-    assert re.search(r'"image" \$s\.image "name" "([a-z-]+)"', (templates / "serving.yaml").read_text()).group(1) \
+    assert re.search(r'"image" \$s\.image "name" "([a-z-]+)"', (templates / "_serving.tpl").read_text()).group(1) \
         == components.SERVING_IMAGE
+    for user in ("serving.yaml", "inferenceservice.yaml"):
+        assert 'include "mdfnet.serving.podSpec"' in (templates / user).read_text()
     assert re.search(r'"image" \$m\.image "name" "([a-z-]+)"', (templates / "mlflow.yaml").read_text()).group(1) == "base"
     registry = load("values.yaml")["image"]["registry"]
     assert components.all_images(registry)[components.SERVING_IMAGE] == \
@@ -158,6 +161,8 @@ def test_values_pass_the_schema_and_carry_no_credentials(name):
     ({"mlfow": {}}, []),
     ({"gpu": {"nodeSelector": {"a": "1", "b": "2"}}}, ["gpu", "nodeSelector"]),
     ({"securityContext": {"runAsNonRoot": False}}, ["securityContext", "runAsNonRoot"]),
+    ({"serving": {"kserve": {"deploymentMode": "Serverless"}}}, ["serving", "kserve", "deploymentMode"]),
+    ({"serving": {"threads": -1}}, ["serving", "threads"]),
     ({"mlflow": {"backendStore": {"uri": "http://db:5432"}}}, ["mlflow", "backendStore", "uri"]),
     ({"kfp": {"backendVersion": "latest"}}, ["kfp", "backendVersion"]),
     ({"kfp": {"pipelineManifest": {"enabled": "yes"}}}, ["kfp", "pipelineManifest", "enabled"]),
@@ -266,3 +271,52 @@ def test_the_guides_helm_values_pass_the_schema():
     [compile_line, *_] = guide.commands("python pipelines/compile.py")
     assert compile_line[compile_line.index("--registry") + 1] == values["image"]["registry"]
     assert compile_line[compile_line.index("--min-backend") + 1] == values["kfp"]["backendVersion"]
+
+
+def test_serving_settings_are_the_code_s():
+    """The env names the chart sets are mdfnet.serving.runtime's; defaults: threads from the CPU limit, the
+    code's max batch, the Deployment (KServe off)."""
+    from mdfnet.serving import runtime
+
+    template = (CHART / "templates" / "_serving.tpl").read_text()
+    assert set(re.findall(r"- name: (MDFNET_SERVING_[A-Z_]+)", template)) == {
+        "MDFNET_SERVING_DEVICE", runtime.THREADS_ENV, runtime.MAX_BATCH_ENV}
+    serving = load("values.yaml")["serving"]
+    assert serving["threads"] == 0 and serving["maxBatch"] == runtime.DEFAULT_MAX_BATCH
+    assert serving["kserve"] == {"enabled": False, "deploymentMode": "RawDeployment", "maxReplicas": 0}
+
+
+def _kserve_check():
+    sys.path.insert(0, str(ROOT / "charts"))
+    try:
+        import kserve_check
+    finally:
+        sys.path.remove(str(ROOT / "charts"))
+    return kserve_check
+
+
+def test_the_stored_kserve_schemas_are_the_releases_crds_and_validate_strictly():
+    """charts/schemas holds the InferenceService schema of each KServe release chart-check validates against;
+    strict: a misspelt or mistyped field of the predictor is an error (the API server would prune it)."""
+    pytest.importorskip("jsonschema")
+    import gzip
+    import json
+
+    kserve = _kserve_check()
+    assert list(kserve.SCHEMAS) == ["v0.14.1", "v0.20.0"]
+    for version, path in kserve.SCHEMAS.items():
+        stored = json.loads(gzip.decompress(path.read_bytes()))
+        assert stored["source"].startswith(f"kserve/kserve {version} (")
+        predictor = stored["openAPIV3Schema"]["properties"]["spec"]["properties"]["predictor"]["properties"]
+        assert {"containers", "minReplicas", "maxReplicas", "labels", "volumes", "securityContext",
+                "serviceAccountName", "automountServiceAccountToken", "nodeSelector", "tolerations"} <= set(predictor)
+    isvc = {"apiVersion": kserve.KSERVE_API, "kind": "InferenceService", "metadata": {"name": "m"},
+            "spec": {"predictor": {"minReplicas": 1, "containers": [{"name": kserve.CONTAINER, "image": "i"}]}}}
+    for version in kserve.SCHEMAS:
+        assert list(kserve._validator(version).iter_errors(isvc)) == []
+        bad = json.loads(json.dumps(isvc))
+        bad["spec"]["predictor"]["containers"][0]["imagePullPolicyy"] = "Always"
+        bad["spec"]["predictor"]["maxReplicas"] = "3"
+        errors = sorted(e.message for e in kserve._validator(version).iter_errors(bad))
+        assert errors == ["'3' is not of type 'integer'",
+                          "Additional properties are not allowed ('imagePullPolicyy' was unexpected)"], errors

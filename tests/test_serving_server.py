@@ -346,3 +346,50 @@ def test_pyfunc_takes_a_dataframe_as_pandas_reads_it_in_python_cli_and_http(serv
         got = json.loads((tmp_path / f"{name}.out").read_text())
         _same_detections(pd.DataFrame(got["predictions"] if isinstance(got, dict) else got), want, name)
     assert procs["bad.csv"].returncode != 0 and refusal in outputs["bad.csv"], outputs["bad.csv"]
+
+
+def test_load_benchmark_smoke_against_the_served_champion(served, tiny_joined, tiny_preprocessed, tmp_path,
+                                                          monkeypatch):
+    """``benchmarks/bench_serve.py`` (issue 25) at smoke size against the running server (``--url``, ``--pid``):
+    a row per level with the issue's fields, every 4th request invalid and answered 400, the others 200, the
+    server's memory and CPU read."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_serve
+
+    records, _ = _requests(tiny_joined, tiny_preprocessed)
+    (tmp_path / "study.jpg").write_bytes(base64.b64decode(records[0]["image"]))
+    (tmp_path / "clinical.json").write_text(json.dumps({k: v for k, v in records[0].items()
+                                                        if k not in ("image", "study")}))
+    out = tmp_path / "serve.json"
+    with no_proxy_for_loopback():
+        bench_serve.main(["--url", served["url"], "--pid", str(served["server"].proc.pid), "--image",
+                          str(tmp_path / "study.jpg"), "--clinical", str(tmp_path / "clinical.json"), "--requests",
+                          "12", "--concurrency", "1,3", "--warmup", "2", "--invalid-every", "4", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["concurrency"] for r in rows] == [1, 3]
+    for r in rows:
+        assert {"concurrency", "requests", "rps", "p50_ms", "p95_ms", "p99_ms", "codes", "rss_before_mb",
+                "rss_after_mb"} <= set(r)
+        assert r["requests"] == 12 and r["codes"] == {"200": 9, "400": 3} and r["errors"] == []
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] and r["rps"] > 0
+        assert r["rss_before_mb"] > 100 and r["rss_after_mb"] > 100 and r["server_cpu_ms"] > 0
+
+
+def test_load_benchmark_verdict_and_loopback_only(monkeypatch):
+    """The benchmark's targets (issue 25) on constructed rows, and its refusal of anything but 127.0.0.1."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_serve import Row, parse, verdict
+
+    def row(c, rps, p50, p99, rss=(1000.0, 1010.0)):
+        return Row(c, 100, rps, p50, p50, p99, {"200": 90, "400": 10}, *rss)
+
+    assert verdict([row(1, 27.0, 37.0, 41.0), row(8, 30.0, 250.0, 290.0)]) == []
+    missed = verdict([row(1, 27.0, 37.0, 41.0), row(8, 18.0, 400.0, 680.0, (1064.0, 1128.0))])
+    assert missed == ["8 client(s): RSS 1064.0 -> 1128.0 MB (> 5% growth)",
+                      "8 clients: 18.0 req/s < 1 client's 27.0",
+                      "8 clients: p99 680.0 ms > 8 x 1 client's p50 37.0 ms"]
+    with pytest.raises(SystemExit):
+        parse(["--url", "http://10.0.0.5:8080", "--image", "a", "--clinical", "b"])
+    with pytest.raises(SystemExit):
+        parse(["--model", "models:/m@champion", "--url", "http://127.0.0.1:1"])
+    assert parse(["--model", "models:/m@champion", "--concurrency", "1,8"]).concurrency == [1, 8]

@@ -56,7 +56,9 @@ def parse_pain(values: pd.Series) -> tuple[pd.Series, dict[str, int]]:
 
 
 def _empty(values: pd.Series) -> pd.Series:
-    """Missing or blank text."""
+    """Missing or blank text (a numeric column has no text: only its missing values)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.isna()  # as the text test below, without its string conversion (serving cleans per request)
     return values.isna() | (values.astype("string").str.strip() == "")
 
 
@@ -97,19 +99,19 @@ def clean_clinical(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     t = out["temperature"]
     celsius = t.between(*CELSIUS_RANGE)
-    out.loc[celsius, "temperature"] = t[celsius] * 9.0 / 5.0 + 32.0
+    out["temperature"] = t.mask(celsius, t * 9.0 / 5.0 + 32.0)
     rows.append(("temperature", f"value in [{CELSIUS_RANGE[0]:g}, {CELSIUS_RANGE[1]:g}] taken as °C -> °F",
                  int(celsius.sum())))
 
     acuity = out["acuity"]
     non_int = acuity.notna() & (acuity != np.round(acuity))
-    out.loc[non_int, "acuity"] = np.nan
+    out["acuity"] = acuity.mask(non_int)
     rows.append(("acuity", "not an integer -> missing", int(non_int.sum())))
 
     for c, (lo, hi) in PLAUSIBLE.items():
         v = out[c]
         bad = v.notna() & ~v.between(lo, hi)
-        out.loc[bad, c] = np.nan
+        out[c] = v.mask(bad)
         rows.append((c, f"outside plausible range [{lo:g}, {hi:g}] -> missing", int(bad.sum())))
     for c in schema.NUMERIC_FEATURES:
         rows.append((c, "missing in source", raw_missing[c]))

@@ -266,3 +266,16 @@ def test_requests_cleaned_together_are_cleaned_as_each_alone():
     assert together[4]["temperature"].tolist() == [99.5] * 3 and list(together[4].columns) == list(FIELDS)
     assert np.isnan(together[2].loc[0, "pain"]) and together[2].loc[0, "gender"] is None
     assert together[0]["pain"].tolist() == [9.0, 9.0] and together[0]["gender"].tolist() == ["M", "M"]
+
+
+def test_freezing_the_loaded_objects_takes_them_out_of_full_collections():
+    """What :func:`runtime.freeze_loaded_objects` does when a model loads: every object alive now (this test
+    process's modules, torch, pandas) is frozen, so a full collection no longer walks them; undone afterwards."""
+    try:
+        frozen = runtime.freeze_loaded_objects()
+        assert frozen == gc.get_freeze_count() > 10_000
+        t0 = time.process_time()
+        gc.collect()
+        assert time.process_time() - t0 < 0.05  # ~0.27 s over a served model's ~580,000 objects unfrozen
+    finally:
+        gc.unfreeze()

@@ -64,13 +64,15 @@ class MDFNetModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         """Load the bundle onto ``$MDFNET_SERVING_DEVICE`` (default ``auto``: the GPU when there is one), without
         the mask branch (answers are boxes: :meth:`~mdfnet.serving.predictor.Predictor.without_masks`), behind
-        one inference thread with ``$MDFNET_SERVING_THREADS`` torch threads (:mod:`mdfnet.serving.runtime`)."""
+        one inference thread with ``$MDFNET_SERVING_THREADS`` torch threads, the loaded objects out of the cyclic
+        garbage collector (:mod:`mdfnet.serving.runtime`)."""
         from mdfnet.serving.predictor import Predictor, resolve_device
-        from mdfnet.serving.runtime import InferenceRunner, configure_threads
+        from mdfnet.serving.runtime import InferenceRunner, configure_threads, freeze_loaded_objects
 
         configure_threads()
         self.predictor = Predictor.from_bundle(context.artifacts["bundle"]).to(resolve_device()).without_masks()
         self.runner = InferenceRunner(self.predictor)
+        freeze_loaded_objects()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         threshold = float((params or {}).get("score_threshold") or 0.0)

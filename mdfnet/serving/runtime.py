@@ -17,6 +17,8 @@ concurrent clients got less throughput than one (18 vs 27 requests/s) and a p99 
   the work per request shrinks instead of threads fighting over the cores. A bad request gets its own error, the
   others of its pass are scored. The thread ends after :data:`IDLE_S` without work (and starts again with the
   next request), so a model that is no longer used can be freed.
+- :func:`freeze_loaded_objects`: the objects of the loaded model and its libraries are left out of Python's
+  cyclic garbage collector, whose full passes over them were the slowest requests.
 """
 
 from __future__ import annotations
@@ -103,6 +105,19 @@ def configure_threads() -> int:
 def max_batch() -> int:
     """``$MDFNET_SERVING_MAX_BATCH``, else :data:`DEFAULT_MAX_BATCH`."""
     return _positive_int(MAX_BATCH_ENV, DEFAULT_MAX_BATCH)
+
+
+def freeze_loaded_objects() -> int:
+    """Collect garbage once, then leave every object alive now (the loaded model, torch, pandas, MLflow: ~580,000
+    objects in a served model's process) out of Python's cyclic garbage collector; returns how many. A full
+    collection over them took ~270 ms of CPU on 2 cores and landed, every few hundred requests, inside one
+    request's pass: the p99 of 8 concurrent clients was that pause (2026-12-05). Objects made by requests are
+    collected as before; the frozen ones are still freed when their reference count drops."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 @dataclass

@@ -370,3 +370,89 @@ def test_anchors_too_large_for_the_image_size_are_reported(caplog):
     caplog.clear()
     build_model(ModelConfig(variant="baseline", use_mask=False, anchor_sizes=(8, 16, 32, 64)), 0, 0, 64)
     assert caplog.text == ""
+
+
+# ------------------------------------------------------------------ model.clinical_map (MSF-Net 3D, issue 23)
+SMALL = dict(backbone_stride=8, use_mask=False, anchor_sizes=(8, 16, 32, 64))
+
+
+def test_clinical_map_default_is_the_papers_full_map():
+    """``full`` adds no module and no state (earlier checkpoints load); the other values add their op after the
+    clinical backbone; variants without 3D fusion record ``none``; bad values are named."""
+    from mdfnet.config import ConfigError, from_dict
+    from mdfnet.training import config_from_sources
+
+    assert ModelConfig().clinical_map == "full"
+    full = build_model(ModelConfig(variant="msf3d", **SMALL), 9, 1, S)
+    assert isinstance(full.features.clinical_map, torch.nn.Identity)
+    assert not [k for k in full.state_dict() if "clinical_map" in k]
+    norm = build_model(ModelConfig(variant="msf3d", clinical_map="mean_norm", clinical_gain_init=0.3, **SMALL), 9, 1, S)
+    assert sorted(k for k in norm.state_dict() if "clinical_map" in k) == [
+        f"features.clinical_map.norm.{k}" for k in ("bias", "num_batches_tracked", "running_mean", "running_var",
+                                                    "weight")]
+    assert torch.equal(norm.features.clinical_map.norm.weight, torch.full((64,), 0.3))
+    # the rest of the initialisation does not depend on the choice
+    torch.manual_seed(0)
+    a = build_model(ModelConfig(variant="msf3d", **SMALL), 9, 1, S).state_dict()
+    torch.manual_seed(0)
+    b = build_model(ModelConfig(variant="msf3d", clinical_map="mean", **SMALL), 9, 1, S).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert config_from_sources(None, ["model.variant=baseline", "model.clinical_map=mean_norm"]).model.clinical_map == "none"
+    assert config_from_sources(None, ["model.variant=mdf", "model.clinical_map=mean"]).model.clinical_map == "mean"
+    with pytest.raises(ConfigError, match=r"model.clinical_map: value 'constant' is not one of \['full', 'mean', 'mean_norm'\]"):
+        from_dict(ModelConfig, {"variant": "msf3d", "clinical_map": "constant"})
+    with pytest.raises(ConfigError, match="value 'none' is not one of"):
+        from_dict(ModelConfig, {"variant": "mdf", "clinical_map": "none"})
+    for key in ("clinical_gain_init", "clinical_lr_scale"):
+        with pytest.raises(ConfigError, match=f"model.{key}: expected a positive number, got 0"):
+            from_dict(ModelConfig, {key: 0})
+
+
+def test_spatial_mean_ops_give_every_roi_the_studys_clinical_vector():
+    """``mean``: each channel's spatial mean at every position, so RoIAlign on any box returns it; ``mean_norm``:
+    that mean standardised over the batch in training (a study-independent pattern is removed), times the gain;
+    running statistics in eval and for a batch of one."""
+    from mdfnet.model.clinical import SpatialMean, SpatialMeanNorm
+    from mdfnet.model.roi_align import SingleMapRoIAlign
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 8, 8, 8, generator=g)
+    pattern = 5 * torch.randn(1, 8, 8, 8, generator=g)  # the same for every study
+    mean = SpatialMean()(x)
+    assert torch.allclose(mean, x.mean(dim=(2, 3), keepdim=True).expand_as(x))
+    pool = SingleMapRoIAlign("0", output_size=7, sampling_ratio=2)
+    boxes = [torch.tensor([[0.0, 0.0, 20.0, 20.0], [30.0, 10.0, 64.0, 60.0]])] * 4
+    pooled = pool({"0": mean}, boxes, [(64, 64)] * 4)  # [8 RoIs, C, 7, 7]
+    assert torch.allclose(pooled, x.mean(dim=(2, 3)).repeat_interleave(2, dim=0)[:, :, None, None].expand_as(pooled),
+                          atol=1e-6)
+
+    op = SpatialMeanNorm(8, gain=0.2).train()
+    y = op(x + pattern)
+    assert torch.allclose(y, op(x), atol=1e-5)  # the common pattern is gone
+    v = y[:, :, 0, 0]
+    assert torch.allclose(v.mean(0), torch.zeros(8), atol=1e-6)
+    assert torch.allclose(v.std(0, unbiased=False), torch.full((8,), 0.2), atol=1e-3)  # BatchNorm's eps
+    assert torch.equal(y, y[:, :, :1, :1].expand_as(y))
+    one = op(x[:1])  # a batch of one in training: running statistics, no error
+    op.eval()
+    assert torch.allclose(one, op(x[:1]))
+    n = op.norm
+    expected = (x[:1].mean(dim=(2, 3)) - n.running_mean) / torch.sqrt(n.running_var + n.eps) * 0.2
+    assert torch.allclose(one[:, :, 3, 5], expected, atol=1e-6)
+
+
+def test_clinical_lr_scale_gives_the_clinical_branch_its_own_group():
+    msf3d = build_model(ModelConfig(variant="msf3d", clinical_map="mean_norm", **SMALL), 9, 1, S)
+    branch = {id(p) for p in msf3d.clinical_branch_parameters()}
+    f = msf3d.features
+    for part, inside in ((msf3d.clinical_encoder, True), (f.spatialiser, True), (f.clinical_backbone, True),
+                         (f.clinical_map, True), (f.image_backbone, False), (msf3d.rpn, False), (msf3d.roi_heads, False)):
+        assert all((id(p) in branch) == inside for p in part.parameters()), part
+    everything = {id(p) for p in msf3d.parameters()}
+    (one,) = msf3d.parameter_groups(0.01)
+    assert {id(p) for p in one["params"]} == everything and "lr" not in one
+    rest, clinical = msf3d.parameter_groups(0.01, clinical_lr_scale=10)
+    assert {id(p) for p in clinical["params"]} == branch and clinical["lr"] == pytest.approx(0.1)
+    assert {id(p) for p in rest["params"]} == everything - branch and "lr" not in rest
+    baseline = build_model(ModelConfig(variant="baseline", **SMALL), 0, 0, S)
+    assert baseline.clinical_branch_parameters() == [] and len(baseline.parameter_groups(0.01, 10)) == 1

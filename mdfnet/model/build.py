@@ -31,7 +31,14 @@ from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetw
 from mdfnet.data.schema import CLASSES
 from mdfnet.model.backbones import build_backbone
 from mdfnet.model.catalog import VARIANTS, VariantSpec
-from mdfnet.model.clinical import ClinicalEncoder, NoClinical, Spatialiser, num_doublings
+from mdfnet.model.clinical import (
+    ClinicalEncoder,
+    NoClinical,
+    Spatialiser,
+    SpatialMean,
+    SpatialMeanNorm,
+    num_doublings,
+)
 from mdfnet.model.config import ModelConfig
 from mdfnet.model.detector import FEATURE_KEY, FixedSizeTransform, FusedFeatures, ImageFeatures, MDFNet
 from mdfnet.model.fusion import build_fusion
@@ -81,7 +88,17 @@ def _feature_stage(cfg: ModelConfig, spec: VariantSpec, clinical_dim: int, image
         Spatialiser(clinical_dim, image_size, 3, cfg.spatialiser_width, cfg.spatialiser_min_width),
         build_backbone(cfg.clinical_backbone_name, cfg.out_channels, cfg.clinical_weights_path, cfg.backbone_stride),
         build_fusion(cfg.fusion, cfg.out_channels),
+        _clinical_map(cfg),
     )
+
+
+def _clinical_map(cfg: ModelConfig) -> nn.Module | None:
+    """``model.clinical_map`` → the op between the clinical backbone and the fusion (None: ``full``, the paper's)."""
+    if cfg.clinical_map == "mean":
+        return SpatialMean()
+    if cfg.clinical_map == "mean_norm":
+        return SpatialMeanNorm(cfg.out_channels, cfg.clinical_gain_init)
+    return None
 
 
 def _rpn(cfg: ModelConfig, image_size: int) -> RegionProposalNetwork:

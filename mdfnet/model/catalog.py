@@ -44,6 +44,11 @@ BACKBONE_NAMES: tuple[str, ...] = ("mobilenet_v3_small", "mobilenet_v3_large", "
 BACKBONE_STRIDES: tuple[int, ...] = (8, 16, 32)
 """Output strides every backbone can be cut to (``model.backbone_stride``)."""
 
+CLINICAL_MAPS: tuple[str, ...] = ("full", "mean", "mean_norm")
+"""``model.clinical_map``, what 3D fusion receives from the clinical backbone: ``full``, its map as it is (the
+paper); ``mean``, each channel's spatial mean at every position; ``mean_norm``, that mean standardised across
+studies with a learnable gain (:mod:`mdfnet.model.clinical`). Variants without 3D fusion record ``none``."""
+
 LOSS_WEIGHTINGS: tuple[str, ...] = ("uncertainty", "sum")
 """How the detector's losses are combined (:mod:`mdfnet.model.loss`)."""
 

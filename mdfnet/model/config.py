@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from mdfnet.config import ConfigError
-from mdfnet.model.catalog import BACKBONE_NAMES, BACKBONE_STRIDES, FUSION_NAMES, NO_FUSION, VARIANTS
+from mdfnet.model.catalog import BACKBONE_NAMES, BACKBONE_STRIDES, CLINICAL_MAPS, FUSION_NAMES, NO_FUSION, VARIANTS
 
 
 @dataclass
@@ -38,6 +38,13 @@ class ModelConfig:
     - ``representation_size``: width of the box head's fc6/fc7 (paper: 64).
     - ``rpn_pre/post_nms_top_n_train/test``: proposals kept per image before / after the RPN's NMS
       (torchvision's ``RegionProposalNetwork`` arguments).
+    - ``clinical_map``: what 3D fusion receives from the clinical backbone (:data:`~mdfnet.model.catalog.CLINICAL_MAPS`):
+      ``full`` (the paper), ``mean`` (spatially constant) or ``mean_norm`` (spatially constant, standardised across
+      studies, times a learnable gain initialised to ``clinical_gain_init``). Ours, for MSF-Net 3D at small scale:
+      with ``full`` the box head never learned the look-alike rule (README, "MSF-Net 3D"); ``none`` for the
+      variants without 3D fusion (:meth:`resolved`).
+    - ``clinical_lr_scale``: learning-rate multiplier of the clinical branch
+      (:meth:`~mdfnet.model.detector.MDFNet.clinical_branch_parameters`); 1 = the paper's single learning rate.
     - ``box_batch_size_per_image`` / ``box_positive_fraction``: RoIs sampled per image for the box head's loss and
       their positive share (torchvision's ``RoIHeads``: 512 / 0.25). Small images with few lesions learn faster
       with fewer (32): each ground-truth box yields few positive RoIs, drowned among 512.
@@ -69,6 +76,9 @@ class ModelConfig:
     box_nms_thresh: float = 0.2
     box_score_thresh: float = 0.05
     box_detections_per_img: int = 10
+    clinical_map: str = "full"
+    clinical_gain_init: float = 0.2
+    clinical_lr_scale: float = 1.0
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -95,14 +105,22 @@ class ModelConfig:
         for key in ("rpn_nms_thresh", "box_nms_thresh", "box_score_thresh", "box_positive_fraction"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"model.{key}: expected a value in [0, 1], got {getattr(self, key)!r}")
+        maps = list(CLINICAL_MAPS) if VARIANTS[self.variant].fusion_3d else [*CLINICAL_MAPS, NO_FUSION]
+        if self.clinical_map not in maps:
+            raise ConfigError(f"model.clinical_map: value {self.clinical_map!r} is not one of {maps} "
+                              f"(for model.variant={self.variant!r})")
+        for key in ("clinical_gain_init", "clinical_lr_scale"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"model.{key}: expected a positive number, got {getattr(self, key)!r}")
         if not self.anchor_sizes or not self.aspect_ratios:
             raise ConfigError("model.anchor_sizes and model.aspect_ratios must be non-empty")
 
     def resolved(self) -> ModelConfig:
-        """This config with ``fusion`` set to ``none`` when the variant has no 3D fusion (the value it records)."""
-        if VARIANTS[self.variant].fusion_3d or self.fusion == NO_FUSION:
+        """This config with ``fusion`` and ``clinical_map`` set to ``none`` when the variant has no 3D fusion (the
+        values it records)."""
+        if VARIANTS[self.variant].fusion_3d:
             return self
-        return dataclasses.replace(self, fusion=NO_FUSION)
+        return dataclasses.replace(self, fusion=NO_FUSION, clinical_map=NO_FUSION)
 
     @property
     def clinical_backbone_name(self) -> str:

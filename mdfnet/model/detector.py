@@ -23,6 +23,7 @@ raises, so no ground truth can reach inference.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,14 +100,15 @@ class ImageFeatures(nn.Module):
 
 
 class FusedFeatures(nn.Module):
-    """3D fusion stage: ``fusion(image_backbone(images), clinical_backbone(spatialiser(clinical)))``.
+    """3D fusion stage: ``fusion(image_backbone(images), clinical_map(clinical_backbone(spatialiser(clinical))))``
+    (``clinical_map``: identity, the paper's, or an op of ``model.clinical_map``: :mod:`mdfnet.model.clinical`).
 
     ``images [B,3,S,S]``, ``clinical [B,D]`` → spatialised ``[B,3,S,S]`` → both backbones ``[B,C,h,w]`` →
     fused ``[B,C,h,w]``.
     """
 
     def __init__(self, image_backbone: nn.Module, spatialiser: nn.Module, clinical_backbone: nn.Module,
-                 fusion: nn.Module) -> None:
+                 fusion: nn.Module, clinical_map: nn.Module | None = None) -> None:
         super().__init__()
         if image_backbone.out_channels != clinical_backbone.out_channels:
             raise ValueError(
@@ -117,10 +119,12 @@ class FusedFeatures(nn.Module):
         self.spatialiser = spatialiser
         self.clinical_backbone = clinical_backbone
         self.fusion = fusion
+        self.clinical_map = clinical_map if clinical_map is not None else nn.Identity()
         self.out_channels = image_backbone.out_channels
 
     def forward(self, images: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
-        return self.fusion(self.image_backbone(images), self.clinical_backbone(self.spatialiser(clinical)))
+        clinical_map = self.clinical_map(self.clinical_backbone(self.spatialiser(clinical)))
+        return self.fusion(self.image_backbone(images), clinical_map)
 
 
 def check_targets(targets: list[dict[str, torch.Tensor]], batch_size: int) -> None:
@@ -184,6 +188,27 @@ class MDFNet(nn.Module):
         image_list, targets = self.transform(images, targets)
         clinical_vector = self.clinical_encoder(clinical, len(images))  # [B, D]
         return image_list, targets, clinical_vector, self.features(image_list.tensors, clinical_vector)
+
+    def clinical_branch_parameters(self) -> list[nn.Parameter]:
+        """The clinical pathway's own parameters before the RoI heads: the encoder's embeddings and, for 3D fusion,
+        the spatialiser, the clinical backbone, the ``clinical_map`` op and the fusion op (``model.clinical_lr_scale`` scales their
+        learning rate). Empty for the baseline; the 1D head's fc6 is not included."""
+        parts: list[nn.Module] = [self.clinical_encoder]
+        if isinstance(self.features, FusedFeatures):
+            f = self.features
+            parts += [f.spatialiser, f.clinical_backbone, f.clinical_map, f.fusion]
+        return [p for m in parts for p in m.parameters()]
+
+    def parameter_groups(self, lr: float, clinical_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+        """The trainable parameters as optimiser groups: one, or two when ``clinical_lr_scale`` != 1 and the model
+        has a clinical branch (:meth:`clinical_branch_parameters`, at ``lr · clinical_lr_scale``; the other group
+        takes the optimiser's ``lr``). One group at scale 1 keeps the optimiser state of earlier checkpoints valid."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        clinical = {id(p) for p in self.clinical_branch_parameters()}
+        if clinical_lr_scale == 1.0 or not clinical:
+            return [{"params": params}]
+        return [{"params": [p for p in params if id(p) not in clinical]},
+                {"params": [p for p in params if id(p) in clinical], "lr": lr * clinical_lr_scale}]
 
     def classify_boxes(self, images: list[torch.Tensor], clinical: Mapping[str, torch.Tensor] | None,
                        boxes: list[torch.Tensor]) -> torch.Tensor:

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mdfnet.config import from_dict, to_dict
+from mdfnet.config import ConfigError, from_dict, to_dict
 from mdfnet.metrics_log import flatten_params
 from mdfnet.training.config import TrainConfig
 from mdfnet.training.determinism import get_rng_state, set_rng_state
@@ -167,9 +167,12 @@ def restore(parts: TrainParts, ckpt: dict[str, Any]) -> TrainState:
 
 
 def check_resume_config(cfg: TrainConfig, saved: dict[str, Any]) -> None:
-    """Model, data, seed and batch size must match the checkpoint's; other train keys may change (warned)."""
+    """Model, data, seed and batch size must match the checkpoint's; other train keys may change (warned). A key
+    the checkpoint's config predates counts as its default (new keys default to the earlier behaviour)."""
     now = flatten_params(to_dict(cfg))
     before = flatten_params(saved)
+    with contextlib.suppress(ConfigError):  # the saved config completed with today's defaults, as runs record it
+        before = flatten_params(to_dict(from_dict(TrainConfig, saved).resolved()))
     fixed = [k for k in sorted(set(now) | set(before))
              if (k.startswith(("model.", "data.")) or k in ("seed", "train.batch_size")) and now.get(k) != before.get(k)]
     if fixed:

@@ -90,7 +90,7 @@ def build_parts(cfg: TrainConfig, train_ds: MDFDataset) -> TrainParts:
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
-        [{"params": [p for p in model.parameters() if p.requires_grad]},
+        [*model.parameter_groups(t.lr, cfg.model.clinical_lr_scale),
          {"params": list(criterion.parameters()), "weight_decay": 0.0}],
         lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
     )

@@ -134,6 +134,35 @@ def test_a_fault_of_the_pass_reaches_every_request_of_it_and_the_thread_goes_on(
     assert len(runner.predict(request(2))) == 5
 
 
+def test_a_pass_waits_a_little_for_as_many_requests_as_the_last_one_had(predictor):
+    """After a pass of 3, a lone request waits (up to half that pass's time, at most ``linger_s``) for two more
+    and all three share one pass; after a one-request pass a lone request waits for nothing; a window that
+    closes with fewer requests scores those it has."""
+    runner = InferenceRunner(predictor, batch=8, linger_s=5.0)
+    runner.predict(request(0))  # the thread runs, warm
+    runner._last = (3, 10.0)  # as after a pass of 3 that took 10 s: a 5 s window
+    results: list = []
+    threads = [threading.Thread(target=lambda k=k: results.append(runner.predict(request(k)))) for k in (1, 2, 3)]
+    passes = runner.passes
+    threads[0].start()
+    time.sleep(0.3)  # well inside the window, well after the first request is queued
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert (runner.passes - passes, len(results)) == (1, 3)
+
+    runner._last = (1, 10.0)
+    t0 = time.monotonic()
+    runner.predict(request(4))
+    assert time.monotonic() - t0 < 2.0  # no window after a one-request pass
+
+    runner._last = (3, 0.6)  # a 0.3 s window that closes with one request
+    t0 = time.monotonic()
+    runner.predict(request(5))
+    assert 0.3 <= time.monotonic() - t0 and runner._last[0] == 1
+
+
 def test_the_inference_thread_ends_when_idle_and_starts_again(predictor):
     runner = InferenceRunner(predictor, idle_s=0.05)
     assert not runner.running

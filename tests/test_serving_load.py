@@ -179,22 +179,23 @@ UNCOUNTED = ("weakref.ReferenceType", "builtin_function_or_method")
 only when 500 have piled up (copy-on-write bookkeeping): bounded, so not counted as kept."""
 
 
-def _live() -> Counter:
-    gc.collect()
-    return Counter(f"{type(o).__module__}.{type(o).__qualname__}".removeprefix("builtins.")
-                   for o in gc.get_objects())
-
-
 def _kept_per_request(score, n: int = 40, warmup: int = 8) -> dict[str, float]:
     """Objects (by type) still alive per request after ``n`` requests, each a new frame as the server parses one;
-    torch tensors and DataFrames are among them (gc tracks them), numpy buffers behind them are not."""
+    torch tensors and DataFrames are among them (gc tracks them), numpy buffers behind them are not. The objects
+    alive before are frozen, so only the requests' survivors are counted (and quickly)."""
     frames = [request(k) for k in range(4)]
     for k in range(warmup):
         score(frames[k % 4].copy())
-    before = _live()
-    for k in range(n):
-        score(frames[k % 4].copy())
-    grown = _live() - before
+    gc.collect()
+    gc.freeze()
+    try:
+        for k in range(n):
+            score(frames[k % 4].copy())
+        gc.collect()
+        grown = Counter(f"{type(o).__module__}.{type(o).__qualname__}".removeprefix("builtins.")
+                        for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
     return {t: c / n for t, c in grown.items() if t not in UNCOUNTED and c / n >= 0.1}
 
 

@@ -117,6 +117,27 @@ class Service:
         self._log.close()
 
 
+@contextmanager
+def private_mlflow_store(folder: Path) -> Iterator[None]:
+    """A private sqlite MLflow store in ``folder`` for the block (``MLFLOW_TRACKING_URI``), with no active run or
+    experiment inherited from the environment; the three variables are restored afterwards."""
+    from mdfnet import tracking
+
+    keys = (tracking.ENV_TRACKING_URI, tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID)
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ[tracking.ENV_TRACKING_URI] = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+    for k in keys[1:]:
+        os.environ.pop(k, None)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def service_env() -> dict[str, str]:
     """This process's environment with its ``AWS_*`` variables replaced by ``S3_CREDS``: what a loopback S3
     server (and a server that talks to it) is started with."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
+from servers import private_mlflow_store
 
 from mdfnet import model_card, tracking, tracking_datasets
 from mdfnet import tracking_names as names
@@ -32,17 +32,8 @@ MODEL = "mdfnet-card"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     """A private sqlite MLflow store; environment restored afterwards."""
-    keys = (tracking.ENV_TRACKING_URI, tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID)
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ[tracking.ENV_TRACKING_URI] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    for k in keys[1:]:
-        os.environ.pop(k, None)
-    yield tracking.configure()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with private_mlflow_store(tmp_path_factory.mktemp("mlflow")):
+        yield tracking.configure()
 
 
 @pytest.fixture(scope="module")

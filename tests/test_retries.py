@@ -4,11 +4,11 @@ expand_grid, evaluate or register adds no second pipeline run, metric entry or m
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from servers import private_mlflow_store
 
 from mdfnet import tracking
 from mdfnet.pipeline import steps
@@ -28,15 +28,11 @@ class Preempted(BaseException):  # like SystemExit: not an error a step could ha
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    old = {k: os.environ.get(k) for k in (tracking.ENV_TRACKING_URI, tracking.ENV_RUN_ID)}
-    os.environ[tracking.ENV_TRACKING_URI] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    os.environ.pop(tracking.ENV_RUN_ID, None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield tracking.configure()
+    with private_mlflow_store(tmp_path_factory.mktemp("mlflow")):
+        yield tracking.configure()
     torch.set_num_threads(threads)
-    for k, v in old.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def _item(client, data, kfp_run_id: str, grids: dict = GRID) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from servers import upload_tree
+from servers import private_mlflow_store, upload_tree
 from stand_in_model import log_stand_in_model
 
 from mdfnet import tracking
@@ -27,20 +27,11 @@ ONE_CELL = {"one": {"name": "one", "base": TINY, "cells": [{"name": "variant-mdf
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
     """A private sqlite MLflow store and one torch thread (2 shared cores); environment restored afterwards."""
-    old_env = {k: os.environ.get(k) for k in (tracking.ENV_TRACKING_URI, tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID)}
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    os.environ[tracking.ENV_TRACKING_URI] = f"sqlite:///{db}"
-    for k in (tracking.ENV_RUN_ID, tracking.ENV_EXPERIMENT_ID):
-        os.environ.pop(k, None)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with private_mlflow_store(tmp_path_factory.mktemp("mlflow")):
+        yield
     torch.set_num_threads(n)
-    for k, v in old_env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ stride-8 MobileNetV3-small, 32 RoIs per image, masks off, 20 epochs, lr 0.01 wit
 or with ``--recipe paper`` the paper's defaults (anchors scaled to ``--image-size``), then ``--epochs`` and
 ``--set``. On a GPU: ``--recipe paper --source-size 512 --image-size 512 --set train.device=cuda``.
 A variant name ending in ``-shuffled`` is the shuffled-clinical control of that variant
-(``data.shuffle_clinical=true``: every study gets another study's clinical values).
+(``data.shuffle_clinical=true``: every study gets another study's clinical values). With the paper's clinical
+map MSF-Net 3D does not learn the look-alike rule in this recipe; ``--set model.clinical_map=mean_norm`` fuses
+a spatially constant one (README, "MSF-Net 3D"; ``benchmarks/probe_msf3d.py`` probes a run per epoch).
 
 The generator (``mdfnet/data/synthetic/``) renders *Consolidation* and *Pulmonary edema* with the same
 renderer and the same box distribution: the image cannot tell them apart, the triage can (fever vs tachypnoea /

@@ -169,8 +169,11 @@ def test_artifacts_land_in_the_bucket(services, client, tracked_run):
     loaded = mlflow.pyfunc.load_model(tracked_run["model_uri"]).unwrap_python_model().predictor.model
     ref = tracked_run["model"].state_dict()
     got = loaded.state_dict()
-    assert got.keys() == ref.keys()
-    assert all(torch.equal(got[k], ref[k]) for k in ref)
+    # the served model drops the mask branch it never returns (Predictor.without_masks); every other weight
+    # round-trips exactly (the stored file holds all of them: the size check above)
+    served = {k for k in ref if not k.startswith("roi_heads.mask_")}
+    assert served < set(ref) and got.keys() == served
+    assert all(torch.equal(got[k], ref[k]) for k in served)
 
 
 def test_champion_registration_on_server(client, tracked_run):

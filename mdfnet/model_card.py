@@ -28,6 +28,7 @@ from typing import Any
 
 from mdfnet.cells import RunResult, cell_stats
 from mdfnet.data import schema
+from mdfnet.evaluation.paired import PairedDelta
 from mdfnet.evaluation.pairs import LOOKALIKE_PAIR
 from mdfnet.report.render import markdown_table
 from mdfnet.tracking_datasets import SPLITS
@@ -107,8 +108,8 @@ class CellFact:
     mean: dict[str, float]
     control: bool
     this: bool
-    paired: tuple[float, float, float] | None = None
-    """(Δ, lo, hi): test AP of the version's cell − this cell, paired bootstrap over the same test images seed by
+    paired: PairedDelta | None = None
+    """Test AP of the version's cell − this cell, paired bootstrap over the same test images seed by
     seed (:func:`mdfnet.report.deltas.paired_delta`); for the control and the baseline, when their runs stored
     predictions."""
 
@@ -190,11 +191,10 @@ def _cells(client: Any, run: Any, n_boot: int, artefacts: Any) -> list[CellFact]
     stats = cell_stats(results)
     mine = next((c for c in stats if c.cell == this), None)
 
-    def paired(c: Any) -> tuple[float, float, float] | None:
+    def paired(c: Any) -> PairedDelta | None:
         if mine is None or c is mine or n_boot < 1 or not (c.cell in control or c.labels.get("variant") == "baseline"):
             return None
-        d = paired_delta(artefacts, mine, c, n_boot)
-        return (d.delta, *d.interval) if d is not None else None
+        return paired_delta(artefacts, mine, c, n_boot)
 
     return [CellFact(c.cell, c.labels, len(c.runs), dict(c.mean), c.cell in control, c.cell == this, paired(c))
             for c in stats]
@@ -211,14 +211,15 @@ def _ci(iv: tuple[float, float] | None) -> str:
     return f"[{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]"
 
 
-def _delta(d: tuple[float, float, float] | None) -> str:
-    if d is None or not all(math.isfinite(x) for x in d):
+def _delta(d: PairedDelta | None) -> str:
+    if d is None or d.verdict == "n/a" or not math.isfinite(d.delta):
         return "—"
-    return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+    return f"{100 * d.delta:+.1f} [{100 * d.interval[0]:+.1f}, {100 * d.interval[1]:+.1f}]"
 
 
-def _verdict(d: tuple[float, float, float]) -> str:
-    return "higher" if d[1] > 0 else "lower" if d[2] < 0 else "not different (the interval includes 0)"
+def _verdict(d: PairedDelta) -> str:
+    """:attr:`PairedDelta.verdict` (the one rule), with why *not different*."""
+    return "not different (the interval includes 0)" if d.verdict == "not different" else d.verdict
 
 
 def _synthetic_line(f: CardFacts) -> str:
@@ -280,7 +281,7 @@ def _cells_section(f: CardFacts) -> list[str]:
                    "triage values.")
     else:
         c_ap = ctrl.mean.get("test/ap", math.nan)
-        if ctrl.paired is not None and all(math.isfinite(x) for x in ctrl.paired):
+        if _delta(ctrl.paired) != "—":
             delta = (f"paired Δ test AP of its cell {_delta(ctrl.paired)} points on the same test images: "
                      f"{_verdict(ctrl.paired)}")
         else:

@@ -303,7 +303,9 @@ def test_freezing_the_loaded_objects_takes_them_out_of_full_collections():
     process's modules, torch, pandas) is frozen, so a full collection no longer walks them; undone afterwards."""
     try:
         frozen = runtime.freeze_loaded_objects()
-        assert frozen == gc.get_freeze_count() > 10_000
+        # Frozen objects are still freed when their reference count drops (a thread left by an earlier test may drop
+        # a few between these lines: CI saw 2), so the count can only shrink, and by little.
+        assert frozen > 10_000 and frozen - 1_000 <= gc.get_freeze_count() <= frozen
         t0 = time.process_time()
         gc.collect()
         assert time.process_time() - t0 < 0.05  # ~0.27 s over a served model's ~580,000 objects unfrozen

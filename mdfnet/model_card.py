@@ -28,7 +28,7 @@ from typing import Any
 
 from mdfnet.cells import RunResult, cell_stats
 from mdfnet.data import schema
-from mdfnet.evaluation.paired import PairedDelta
+from mdfnet.evaluation.paired import PairedDelta, delta_text
 from mdfnet.evaluation.pairs import LOOKALIKE_PAIR
 from mdfnet.report.render import markdown_table
 from mdfnet.tracking_datasets import SPLITS
@@ -212,14 +212,7 @@ def _ci(iv: tuple[float, float] | None) -> str:
 
 
 def _delta(d: PairedDelta | None) -> str:
-    if d is None or d.verdict == "n/a" or not math.isfinite(d.delta):
-        return "—"
-    return f"{100 * d.delta:+.1f} [{100 * d.interval[0]:+.1f}, {100 * d.interval[1]:+.1f}]"
-
-
-def _verdict(d: PairedDelta) -> str:
-    """:attr:`PairedDelta.verdict` (the one rule), with why *not different*."""
-    return "not different (the interval includes 0)" if d.verdict == "not different" else d.verdict
+    return delta_text(d, digits=1, missing="—")
 
 
 def _synthetic_line(f: CardFacts) -> str:
@@ -283,7 +276,7 @@ def _cells_section(f: CardFacts) -> list[str]:
         c_ap = ctrl.mean.get("test/ap", math.nan)
         if _delta(ctrl.paired) != "—":
             delta = (f"paired Δ test AP of its cell {_delta(ctrl.paired)} points on the same test images: "
-                     f"{_verdict(ctrl.paired)}")
+                     f"{ctrl.paired.verdict_text}")
         else:
             delta = (f"{100 * (ap - c_ap):+.1f} points (difference of means, not paired)"
                      if ap is not None and math.isfinite(c_ap) else "—")

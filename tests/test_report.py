@@ -17,7 +17,8 @@ from stand_in_model import log_stand_in_model
 from mdfnet.cells import CellStats, RunResult, cell_stats
 from mdfnet.data import schema
 from mdfnet.evaluation import PairedDelta, Scored, bootstrap, froc, paired_bootstrap
-from mdfnet.report.tables import PAPER_DEFAULTS, delta_text, delta_verdict, pct, section
+from mdfnet.evaluation.paired import delta_text
+from mdfnet.report.tables import PAPER_DEFAULTS, delta_verdict, pct, section
 
 N_IMAGES = 20
 CELLS = {  # cell → (labels, {seed: test AP}); val AP = test AP + 0.05; detections: "all" or "half" of the boxes

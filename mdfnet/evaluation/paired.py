@@ -56,12 +56,25 @@ class PairedDelta:
             return "n/a"
         return "higher" if lo > 0 else "lower" if hi < 0 else "not different"
 
+    @property
+    def verdict_text(self) -> str:
+        """:attr:`verdict` as the report and the model card print it (why *not different*)."""
+        return "not different (paired CI includes 0)" if self.verdict == "not different" else self.verdict
+
     def to_dict(self) -> dict[str, Any]:
         def num(x: float) -> float | None:
             return float(x) if math.isfinite(x) else None
 
         return {"delta": num(self.delta), "interval": [num(v) for v in self.interval], "pairs": self.pairs,
                 "n": self.n, "seed": self.seed, "confidence": self.confidence, "verdict": self.verdict}
+
+
+def delta_text(delta: PairedDelta | None, digits: int = 2, missing: str = "n/a") -> str:
+    """``delta`` as ``+8.52 [+3.10, +14.02]`` in % points (``digits`` decimals); ``missing`` when unknown."""
+    if delta is None or not all(math.isfinite(v) for v in (delta.delta, *delta.interval)):
+        return missing
+    lo, hi = delta.interval
+    return f"{100 * delta.delta:+.{digits}f} [{100 * lo:+.{digits}f}, {100 * hi:+.{digits}f}]"
 
 
 def _parsed(s: Scored) -> GroundTruth:

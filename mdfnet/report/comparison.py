@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mdfnet.cells import FINAL, CellStats, RunResult
+from mdfnet.evaluation.paired import delta_text
 from mdfnet.report.render import html_table, markdown_table
-from mdfnet.report.tables import delta_text, delta_verdict, pct
+from mdfnet.report.tables import delta_verdict, pct
 from mdfnet.tracking_names import LABEL_KEYS, SELECTION_METRIC
 
 TABLE_METRICS = (SELECTION_METRIC, "final/val/ar", "final/test/ap", "final/test/ar", "final/val/lookalike_bacc",

@@ -6,7 +6,7 @@ seed (seeds both have; a seed only one of them has is left out); in each of ``n_
 (one draw for every pair) Δ is the mean over the pairs of AP(cell) − AP(reference); the 95 % interval is the
 percentile interval of those means; *higher*/*lower* only when it excludes 0. A cell without a common seed, without
 stored predictions, or scored on other test images has no Δ (None; said in the table). Rendering:
-:func:`mdfnet.report.tables.delta_text` and :func:`~mdfnet.report.tables.delta_verdict`.
+:func:`mdfnet.evaluation.paired.delta_text` and :func:`~mdfnet.report.tables.delta_verdict`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mdfnet.cells import CellStats, feature_set_name
+from mdfnet.evaluation.paired import delta_text
 from mdfnet.model.config import ModelConfig
 from mdfnet.tracking_names import LABEL_KEYS
 from mdfnet.training.config import DataConfig
@@ -45,14 +46,6 @@ def section(cells: Sequence[CellStats], key: str) -> list[CellStats]:
     return chosen if len({c.labels.get(key) for c in chosen}) >= 2 else []
 
 
-def delta_text(delta: Any | None) -> str:
-    """A :class:`~mdfnet.evaluation.PairedDelta` as ``+8.52 [+3.10, +14.02]`` in % points; ``n/a`` when unknown."""
-    if delta is None or not all(math.isfinite(v) for v in (delta.delta, *delta.interval)):
-        return "n/a"
-    lo, hi = delta.interval
-    return f"{100 * delta.delta:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
-
-
 def delta_verdict(cell: CellStats, reference: CellStats, deltas: Mapping[str, Any | None]) -> str:
     """How ``cell`` compares with ``reference`` on test AP by its paired Δ (``deltas``: cell name → PairedDelta or
     None): *higher*/*lower* only when the paired interval excludes 0, else *not different*; ``reference`` for the
@@ -62,7 +55,7 @@ def delta_verdict(cell: CellStats, reference: CellStats, deltas: Mapping[str, An
     d = deltas.get(cell.cell)
     if d is None or d.verdict == "n/a":
         return "n/a (no paired comparison)"
-    return d.verdict if d.verdict != "not different" else "not different (paired CI includes 0)"
+    return d.verdict_text
 
 
 def pct(mean: float, sd: float | None, n: int | None = None) -> str:

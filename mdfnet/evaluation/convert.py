@@ -23,8 +23,8 @@ def _np(x: Any, dtype) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    """Float64[N, 4] xyxy → Float64[N, 4] xywh."""
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """Float64[N, 4] xyxy → Float64[N, 4] xywh (COCO's ``bbox``); the one conversion, also used by batch scoring."""
     boxes = boxes.reshape(-1, 4)
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
@@ -42,7 +42,7 @@ def dataset_to_coco(ds: Any, description: str | None = None) -> dict[str, Any]:
     for i in range(len(ds)):
         images.append({"id": i + 1, "file_name": str(ds.ids[i]), "width": size, "height": size})
         target = ds.target(i)
-        boxes = _xyxy_to_xywh(_np(target["boxes"], np.float64))
+        boxes = xyxy_to_xywh(_np(target["boxes"], np.float64))
         labels = _np(target["labels"], np.int64).reshape(-1)
         if len(labels) != len(boxes):
             raise EvaluationError(f"item {i} ({ds.ids[i]}): {len(boxes)} boxes but {len(labels)} labels")
@@ -78,7 +78,7 @@ def outputs_to_coco(outputs: Sequence[dict[str, Any]], image_ids: Sequence[int])
         missing = [k for k in ("boxes", "labels", "scores") if k not in out]
         if missing:
             raise EvaluationError(f"output #{j}: missing key(s) {missing}")
-        boxes = _xyxy_to_xywh(_np(out["boxes"], np.float64)).tolist()
+        boxes = xyxy_to_xywh(_np(out["boxes"], np.float64)).tolist()
         labels = _np(out["labels"], np.int64).reshape(-1).tolist()
         scores = _np(out["scores"], np.float64).reshape(-1).tolist()
         if not len(boxes) == len(labels) == len(scores):

@@ -208,12 +208,13 @@ def write_batch(result: BatchResult, out: str | Path) -> list[Path]:
 
 def to_coco_results(dets: pd.DataFrame) -> list[dict[str, Any]]:
     """Batch detections → COCO results (module docstring); boxes ``[x, y, w, h]`` in original pixels."""
-    out = []
-    for d in dets.itertuples(index=False):
-        out.append({"image_id": int(d.row) + 1, "category_id": schema.CLASS_TO_ID[d.label],
-                    "bbox": [float(d.xmin), float(d.ymin), float(d.xmax - d.xmin), float(d.ymax - d.ymin)],
-                    "score": float(d.score), "study": str(d.study)})
-    return out
+    import numpy as np
+
+    from mdfnet.evaluation.convert import xyxy_to_xywh
+
+    bbox = xyxy_to_xywh(dets[["xmin", "ymin", "xmax", "ymax"]].to_numpy(np.float64)).tolist()
+    return [{"image_id": int(r) + 1, "category_id": schema.CLASS_TO_ID[c], "bbox": b, "score": float(s), "study": str(st)}
+            for r, c, b, s, st in zip(dets["row"], dets["label"], bbox, dets["score"], dets["study"], strict=True)]
 
 
 def studies_from_split(preprocessed_dir: str | Path, split: str = "test") -> tuple[pd.DataFrame, Path]:

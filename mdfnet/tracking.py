@@ -159,6 +159,11 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     if not name or not name.strip():
         raise TrackingError(f"experiment name must be a non-empty string, got {name!r}")
     exp = client.get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":  # MLflow refuses runs in it with an opaque error
+        raise TrackingError(
+            f"experiment {name!r} (id {exp.experiment_id}) is deleted in {client.tracking_uri} (MLflow keeps it in "
+            f"its trash, so the name stays taken): restore it with `mlflow experiments restore --experiment-id "
+            f"{exp.experiment_id}` or choose another experiment name")
     if exp is not None:
         return exp.experiment_id
     root = local_artifact_root(client.tracking_uri)

@@ -306,6 +306,18 @@ def test_compare_ranks_cells_by_mean_val_ap_over_seeds():
         steps.compare_step([])
 
 
+def test_a_deleted_experiment_is_refused_with_how_to_restore_it(client):
+    """A user who deleted the experiment in the MLflow UI and runs the pipeline again: MLflow keeps the name taken
+    and refuses runs in it ("must be in the 'active' state"); we say which experiment and how to get it back."""
+    exp = tracking.get_or_create_experiment(client, "exp-deleted")
+    client.delete_experiment(exp)
+    with pytest.raises(tracking.TrackingError, match=rf"experiment 'exp-deleted' \(id {exp}\) is deleted .*"
+                                                     rf"mlflow experiments restore --experiment-id {exp}"):
+        tracking.get_or_create_experiment(client, "exp-deleted")
+    client.restore_experiment(exp)
+    assert tracking.get_or_create_experiment(client, "exp-deleted") == exp
+
+
 def test_register_moves_champion_only_for_a_better_model(client):
     exp = tracking.get_or_create_experiment(client, "exp-champion")
     assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"

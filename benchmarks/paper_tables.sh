@@ -6,7 +6,9 @@
 #   benchmarks/paper_tables.sh [WORKDIR] [TABLES...]     # default: data/paper-tables; fusion features backbones variants16
 #
 # TABLES: fusion (paper-fusion), features (paper-features), backbones (paper-backbones, CPU-sized: see README),
-# variants16 (paper-variants at 128 px, stride 8: the paper's 16×16 map), variants8 (paper-variants at 64 px: 8×8).
+# variants16 (paper-variants at 128 px, stride 8: the paper's 16×16 map), variants8 (paper-variants at 64 px: 8×8),
+# clinicalmap16 (the clinical-map grid, ours: MSF-Net 3D with model.clinical_map=mean_norm, at variants16's
+# geometry and into its experiment, so the variants16 report holds it beside the paper's rows; run after it).
 # Sources: 600 synthetic studies (data seed $DATA_SEED, default 0) at 160 px, so 64 and 128 px both downsample.
 # Wall time per table goes to WORKDIR/<table>.time; reports to WORKDIR/report-<table>/.
 set -euo pipefail
@@ -25,17 +27,17 @@ mapfile -t BASE < <("$PY" -c "
 from pathlib import Path
 from mdfnet.pipeline.grids import load_grids
 print('\n'.join(str(s) for s in load_grids(Path('$ROOT/pipelines/grids'))['demo']['base']))")
-run_table() {  # name grid image_size [extra override...]
-  local name=$1 grid=$2 size=$3 args=() s
+run_table() {  # name grid image_size [extra override...]; EXP=<table> puts the runs into that table's experiment
+  local name=$1 grid=$2 size=$3 args=() s exp="${EXP:-$1}"
   shift 3
   for s in "${BASE[@]}" "$@"; do args+=(--set "$s"); done
   for s in $SEEDS; do args+=(--seeds "$s"); done
   local t0=$SECONDS
   "$PY" "$ROOT/pipelines/run_local.py" --source "$SRC" --workdir "$WORK/$name-d$DATA_SEED" --grid "$grid" \
-      --experiment "paper-$name-d$DATA_SEED" --model-name "paper-$name" --parallelism "$PAR" \
+      --experiment "paper-$exp-d$DATA_SEED" --model-name "paper-$exp" --parallelism "$PAR" \
       --preprocess-set "image_size=$size" --preprocess-set workers=1 "${args[@]}"
   echo "$((SECONDS - t0))" > "$WORK/$name-d$DATA_SEED.time"
-  "$PY" -m mdfnet.cli report --experiment "paper-$name-d$DATA_SEED" --out "$WORK/report-$name-d$DATA_SEED"
+  "$PY" -m mdfnet.cli report --experiment "paper-$exp-d$DATA_SEED" --out "$WORK/report-$exp-d$DATA_SEED"
 }
 for t in "${TABLES[@]}"; do
   case $t in
@@ -44,6 +46,7 @@ for t in "${TABLES[@]}"; do
     backbones) run_table backbones paper-backbones 64 ;;
     variants8) run_table variants8 paper-variants 64 ;;
     variants16) run_table variants16 paper-variants 128 "model.anchor_sizes=[16,32,64,128]" ;;  # anchors ×2
-    *) echo "unknown table $t (fusion features backbones variants8 variants16)" >&2; exit 2 ;;
+    clinicalmap16) EXP=variants16 run_table clinicalmap16 clinical-map 128 "model.anchor_sizes=[16,32,64,128]" ;;
+    *) echo "unknown table $t (fusion features backbones variants8 variants16 clinicalmap16)" >&2; exit 2 ;;
   esac
 done

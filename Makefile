@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python -m mdfnet.demo --out $(DEMO_DIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=12
 
 # Build the step images with a real Docker engine (DOCKER_HOST, or a private dockerd: needs root) and run the
 # tiny pipeline in them against an mlflow server + S3 on loopback (tests/test_containers_e2e.py). Layers and the

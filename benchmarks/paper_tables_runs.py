@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
 from pathlib import Path
 
-from mdfnet.report.collect import find_runs
+from mdfnet.report.collect import ReportError, find_runs
 from mdfnet.tracking_names import LABEL_KEYS, PARAM_CELL, PARAM_SEED
 
 METRICS = {"val_ap": "final/val/ap", "test_ap": "final/test/ap", "test_lookalike_bacc": "final/test/lookalike_bacc",
            "test_lookalike_missed": "final/test/lookalike_missed"}
+log = logging.getLogger("paper_tables_runs")
 EXPERIMENT = re.compile(r"^paper-(?P<table>[a-z0-9]+)-d(?P<data_seed>\d+)$")
 
 
@@ -70,7 +72,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     names = sorted(e.name for e in client.search_experiments() if EXPERIMENT.match(e.name))
     if not names:
         raise SystemExit(f"no paper-<table>-d<seed> experiment in {uri}: run benchmarks/paper_tables.sh first")
-    all_rows = [row for n in names for row in rows(client, n)]
+    all_rows = []
+    for n in names:
+        try:
+            all_rows += rows(client, n)
+        except ReportError as e:  # a table still running (or failed) has no finished run yet: say so, go on
+            log.warning("%s: left out", e)
     times = {p.stem: int(p.read_text()) for p in args.workdir.glob("*.time")}
     Path(f"{args.out}.json").write_text(json.dumps({"table_wall_s": times, "runs": all_rows}, indent=1) + "\n")
     Path(f"{args.out}.md").write_text(markdown(all_rows, times))

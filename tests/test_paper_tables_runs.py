@@ -20,6 +20,7 @@ def test_rows_per_cell_and_seed_with_wall_times(tmp_path, monkeypatch):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("paper-fusion-d1")
     client.create_experiment("unrelated")
+    client.create_experiment("paper-features-d1")  # a table still running: no finished run yet, left out
 
     def cell_run(cell: str, seed: int, test_ap: float | None) -> None:
         run = client.create_run(exp, tags={TAG_ROLE: "cell"})

@@ -17,8 +17,9 @@ def evaluate(
         data: The preprocessed dataset.
 
     Returns:
-        Output: The run's summary for compare: the grid item's fields, ``run_id``, ``model_uri`` and ``metrics``.
-        metrics: Validation and test metrics (``final.val.ap``, ``final.test.ap``…; ``/`` written as ``.``).
+        Output: The run's summary for compare: the grid item's fields, ``run_id``, ``model_uri`` and the headline
+            ``metrics`` (AP, AR, look-alike bAcc on val and test; every metric is in MLflow and ``predictions``).
+        metrics: The headline metrics (``final.val.ap``, ``final.test.ap``…; ``/`` written as ``.``).
         predictions: ``metrics.json``, COCO ground truth and predictions per split.
         plots: PR curves, counts and the score sweep on test (HTML).
     """

@@ -25,6 +25,18 @@ FINAL = "final/"
 """Prefix of the metrics an evaluated run ends with (``final/<split>/<metric>``)."""
 KEYS: tuple[str, ...] = ("test/ap", "test/ar", "val/ap", "val/ar", "test/lookalike_bacc", "val/lookalike_bacc")
 """The statistics of a cell: ``final/<key>`` of its runs (bootstrap intervals where the runs have them)."""
+
+
+def headline_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite ``final/<key>`` of ``metrics`` for :data:`KEYS` (AP, AR and the look-alike pair's balanced
+    accuracy on val and test): what compare, register and KFP's run comparison read. The ~100 per-class and FROC
+    values stay in MLflow: an evaluate summary per cell must stay small, since KFP passes the fan-in of all cells
+    to compare as one command-line argument (Linux caps one at 128 KiB: 30 cells with every metric exceeded it)."""
+    values = {f"{FINAL}{k}": metrics.get(f"{FINAL}{k}") for k in KEYS}
+    return {k: float(v) for k, v in sorted(values.items())
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+
+
 SCORE_KEY = SELECTION_METRIC.removeprefix(FINAL)
 """The key cells are ranked by (``val/ap``)."""
 

@@ -13,13 +13,12 @@ not open, so the HTML carries them for the page opened on its own (e.g. from MLf
 from __future__ import annotations
 
 import html
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from mdfnet.cells import FINAL, KEYS
+from mdfnet.cells import headline_metrics
 
 HEADING = "MLflow runs"
 BODY = re.compile(r"<body[^>]*>", re.I)
@@ -95,7 +94,4 @@ def best_metrics(best: Mapping[str, Any]) -> dict[str, float]:
     """The best run's headline final metrics (``final/<key>`` for :data:`mdfnet.cells.KEYS`: AP, AR and the
     look-alike pair's balanced accuracy on val and test), the finite ones, for a KFP ``Metrics`` artefact: KFP's
     run comparison shows one column per metric, so the ~100 per-class and FROC values stay in MLflow."""
-    metrics = best.get("metrics") or {}
-    values = {f"{FINAL}{k}": metrics.get(f"{FINAL}{k}") for k in KEYS}
-    return {k: float(v) for k, v in sorted(values.items())
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    return headline_metrics(best.get("metrics") or {})

@@ -34,7 +34,7 @@ from typing import Any
 
 from mdfnet import champion, system_metrics, tracking
 from mdfnet import tracking_names as names
-from mdfnet.cells import RunResult, best_run, cell_stats, reference_cell, selection_score
+from mdfnet.cells import RunResult, best_run, cell_stats, headline_metrics, reference_cell, selection_score
 from mdfnet.pipeline.durable import durable_checkpoints, resume_point
 from mdfnet.pipeline.errors import StepError
 from mdfnet.pipeline.grids import GridItem, plan_grid
@@ -225,7 +225,7 @@ def evaluate_step(model_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     (out_dir / "plots.html").write_text(plots_html(plots, f"{info['run_name']}: test split"))
     keep = ("cell", "seed", "grid", "run_name", "labels", "parent_run_id", "experiment_id", "run_id", "model_uri",
             "best_epoch", "steps")
-    return {**{k: info.get(k) for k in keep}, "metrics": metrics}
+    return {**{k: info.get(k) for k in keep}, "metrics": headline_metrics(metrics)}  # the rest: MLflow, metrics.json
 
 
 def _attribution(model: Any, cfg: Any, data_dir: str | Path, out_dir: Path, batch_size: int) -> dict[str, float]:
